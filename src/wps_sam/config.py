@@ -1,0 +1,272 @@
+"""Run configuration: frozen dataclasses, loaded from YAML with dotted overrides.
+
+Only builders and the CLI read a :class:`Config`; the model receives plain numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Which frozen SAM to ride on.
+
+    ``type``: ``vit_b`` | ``vit_l`` | ``vit_h`` | ``tiny``.
+    ``checkpoint``: path of an official-layout checkpoint; ``None`` for the weights shipped with the
+    package (``tiny`` only); ``"random"`` for random weights (tests only).
+    ``sha256``: if set, the checkpoint file must have this digest.
+    """
+
+    type: str = "vit_b"
+    checkpoint: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class PrompterConfig:
+    """The prompter of WPS-SAM (DEVELOPERS.md): downsampling convs and a DETR transformer."""
+
+    num_queries: int = 25
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 1024
+    dropout: float = 0.0
+    pre_norm: bool = False
+    num_tokens: int = 2
+    # Stride-2 convs on the SAM embedding; None: as many as bring the grid to at most 16x16
+    # (two for the 64x64 embedding of vit_b/l/h, none for tiny's 16x16).
+    num_downsample: int | None = None
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Matching costs and loss weights (WPS-SAM's official values)."""
+
+    cost_class: float = 10.0
+    cost_token: float = 1.0
+    weight_ce: float = 5.0
+    weight_token: float = 20.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and which weak labels to train from."""
+
+    root: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    supervision: str = "box"  # box | point
+    point_mode: str = "interior"  # interior (farthest from the part boundary) | box_center (official)
+    num_workers: int = 0
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: AdamW with linear warmup and cosine decay."""
+
+    epochs: int = 150
+    max_steps: int | None = None
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 250
+    min_lr_ratio: float = 0.01
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast where the device is CUDA; ignored on CPU
+    save_every: int = 1  # epochs between resumable checkpoints
+    validate: bool = True
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Turning prompter outputs into masks and a semantic part map."""
+
+    mask_threshold: float = 0.0  # on SAM's mask logits (0.0 == probability 0.5)
+    score_threshold: float = 0.0  # extra floor on the class probability of a kept query
+
+
+@dataclass(frozen=True)
+class Config:
+    sam: SamConfig = field(default_factory=SamConfig)
+    prompter: PrompterConfig = field(default_factory=PrompterConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+_CHOICES = {
+    ("sam", "type"): ("vit_b", "vit_l", "vit_h", "tiny"),
+    ("data", "supervision"): ("box", "point"),
+    ("data", "point_mode"): ("interior", "box_center"),
+}
+_POSITIVE = {
+    ("prompter", "num_queries"), ("prompter", "hidden_dim"), ("prompter", "nheads"),
+    ("prompter", "dim_feedforward"), ("prompter", "num_tokens"), ("train", "epochs"),
+    ("train", "batch_size"), ("train", "lr"), ("train", "save_every"),
+}
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Build a validated :class:`Config` from nested dicts; unknown keys are errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    sections = {}
+    for f in fields(Config):
+        section = data.get(f.name, {}) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: section '{f.name}' must be a mapping")
+        sections[f.name] = _build_section(f.default_factory, section, f.name, source)
+    unknown = set(data) - {f.name for f in fields(Config)}
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; known: "
+                          f"{[f.name for f in fields(Config)]}")
+    cfg = Config(**sections)
+    validate(cfg)
+    return cfg
+
+
+def _build_section(cls: type, values: dict[str, Any], name: str, source: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(f'{name}.{k}' for k in unknown)}; "
+                          f"known: {sorted(f'{name}.{k}' for k in known)}")
+    default = cls()
+    coerced = {k: _coerce(v, getattr(default, k), f"{name}.{k}", source) for k, v in values.items()}
+    return dataclasses.replace(default, **coerced)
+
+
+def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    """Coerce a YAML or command-line value to the type of the field's default."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() in ("none", "null") and not isinstance(default, str):
+        return None
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, int) or (default is None and _looks_int(value)):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float) or (default is None and _looks_float(value)):
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError(value)
+            return out
+        return str(value)
+    except (TypeError, ValueError):
+        kind = type(default).__name__ if default is not None else "number"
+        raise ConfigError(f"{source}: {key} must be a {kind}, got {value!r}") from None
+
+
+def _looks_int(value: Any) -> bool:
+    return isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
+
+
+def _looks_float(value: Any) -> bool:
+    try:
+        float(value)
+        return not isinstance(value, bool)
+    except (TypeError, ValueError):
+        return False
+
+
+def validate(cfg: Config) -> None:
+    """Raise :class:`ConfigError` on values that cannot work."""
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            raise ConfigError(f"{section}.{key} must be one of {list(choices)}, got {value!r}")
+    for section, key in _POSITIVE:
+        value = getattr(getattr(cfg, section), key)
+        if value is None or value <= 0:
+            raise ConfigError(f"{section}.{key} must be positive, got {value!r}")
+    if cfg.prompter.hidden_dim % cfg.prompter.nheads:
+        raise ConfigError(f"prompter.hidden_dim ({cfg.prompter.hidden_dim}) must be divisible by "
+                          f"prompter.nheads ({cfg.prompter.nheads})")
+    if cfg.prompter.enc_layers < 0 or cfg.prompter.dec_layers < 1:
+        raise ConfigError("prompter.enc_layers must be >= 0 and prompter.dec_layers >= 1")
+    if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
+        raise ConfigError(f"train.max_steps must be positive, got {cfg.train.max_steps}")
+    if not 0.0 <= cfg.prompter.dropout < 1.0:
+        raise ConfigError(f"prompter.dropout must be in [0, 1), got {cfg.prompter.dropout}")
+    if cfg.train.warmup_steps < 0 or cfg.train.weight_decay < 0:
+        raise ConfigError("train.warmup_steps and train.weight_decay must be >= 0")
+    for key in ("cost_class", "cost_token", "weight_ce", "weight_token"):
+        if getattr(cfg.loss, key) < 0:
+            raise ConfigError(f"loss.{key} must be >= 0")
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["train.lr=1e-3", "sam.type=tiny"]`` -> ``{"train": {"lr": "1e-3"}, "sam": {"type": "tiny"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=1e-4)")
+        out.setdefault(section, {})[name] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in update.items():
+        if isinstance(values, dict) and isinstance(out.get(section), dict):
+            out[section].update(values)
+        else:
+            out[section] = values
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Defaults, then the YAML file at ``path``, then dotted ``overrides``; validated."""
+    data: dict[str, Any] = config_to_dict(Config())
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        data = merge(data, loaded)
+        source = str(path)
+    if overrides:
+        data = merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+    return config_from_dict(data, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from .atomic import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

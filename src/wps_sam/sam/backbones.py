@@ -1,0 +1,138 @@
+"""The registry of SAM variants: the official vit_b/l/h and a tiny SAM of the same structure.
+
+``_build_sam`` owns the numbers shared by every variant; each public builder sets only what differs,
+as in segment-anything's ``build_sam.py``. The modules are Meta's own (``segment_anything``), so the
+official checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from ..errors import CheckpointError
+from .checkpoint import check_sha256, load_into, read_state_dict
+
+logger = logging.getLogger(__name__)
+
+PROMPT_EMBED_DIM = 256
+SHIPPED_TINY_WEIGHTS = "sam_tiny.safetensors"
+
+
+@dataclass(frozen=True)
+class SamSpec:
+    """The numbers that set one SAM variant apart."""
+
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    image_size: int = 1024
+    window_size: int = 14
+    decoder_mlp_dim: int = 2048
+
+
+SAM_SPECS: dict[str, SamSpec] = {
+    "vit_b": SamSpec(768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": SamSpec(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": SamSpec(1280, 32, 16, (7, 15, 23, 31)),
+    # ~6M parameters, 256 px input, 16x16 embedding: the tests' and the offline demo's SAM.
+    "tiny": SamSpec(192, 6, 3, (2, 5), image_size=256, window_size=8, decoder_mlp_dim=512),
+}
+
+
+def _build_sam(spec: SamSpec) -> Sam:
+    patch_size = 16
+    embedding_size = spec.image_size // patch_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=spec.encoder_depth,
+            embed_dim=spec.encoder_embed_dim,
+            img_size=spec.image_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=spec.encoder_num_heads,
+            patch_size=patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=spec.encoder_global_attn_indexes,
+            window_size=spec.window_size,
+            out_chans=PROMPT_EMBED_DIM,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=PROMPT_EMBED_DIM,
+            image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(spec.image_size, spec.image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=PROMPT_EMBED_DIM, mlp_dim=spec.decoder_mlp_dim, num_heads=8
+            ),
+            transformer_dim=PROMPT_EMBED_DIM,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+def shipped_tiny_weights() -> Path:
+    """Path of the tiny SAM weights that ship inside the package."""
+    return Path(str(resources.files("wps_sam") / "weights" / SHIPPED_TINY_WEIGHTS))
+
+
+def freeze(sam: Sam) -> Sam:
+    """SAM is frozen in WPS-SAM: eval mode, no gradients."""
+    sam.eval()
+    for p in sam.parameters():
+        p.requires_grad_(False)
+    return sam
+
+
+def build_sam(kind: str, checkpoint: str | Path | None = None, sha256: str | None = None,
+              frozen: bool = True) -> Sam:
+    """Build SAM ``kind`` (``vit_b`` | ``vit_l`` | ``vit_h`` | ``tiny``) and load its weights strictly.
+
+    Args:
+        kind: a key of :data:`SAM_SPECS`.
+        checkpoint: an official-layout file (plain state dict, ``.pth``) or ``.safetensors``;
+            ``None`` loads the weights shipped with the package (``tiny`` only);
+            ``"random"`` keeps random weights (tests only; warns).
+        sha256: optional expected digest of ``checkpoint``.
+        frozen: return the model in eval mode without gradients.
+
+    The model's ``checkpoint_sha256`` attribute records the digest of the loaded file
+    (``"random"`` for random weights).
+    """
+    if kind not in SAM_SPECS:
+        raise CheckpointError(f"unknown SAM type {kind!r}; choose one of {sorted(SAM_SPECS)}")
+    sam = _build_sam(SAM_SPECS[kind])
+    if checkpoint is None:
+        if kind != "tiny":
+            raise CheckpointError(
+                f"SAM {kind} needs --sam-checkpoint: the official file (e.g. sam_vit_b_01ec64.pth from "
+                f"Meta's segment-anything release), or 'random' for random weights (tests only)"
+            )
+        checkpoint = shipped_tiny_weights()
+        if not checkpoint.is_file():
+            raise CheckpointError(f"the shipped tiny SAM weights are missing from the install: {checkpoint}")
+    if str(checkpoint) == "random":
+        warnings.warn(f"SAM {kind} has random weights: use this for tests only", stacklevel=2)
+        sam.checkpoint_sha256 = "random"
+    else:
+        digest = check_sha256(checkpoint, sha256)
+        load_into(sam, read_state_dict(checkpoint), checkpoint, kind)
+        sam.checkpoint_sha256 = digest
+        logger.info("loaded SAM %s from %s (sha256 %s)", kind, checkpoint, digest[:12])
+    return freeze(sam) if frozen else sam
