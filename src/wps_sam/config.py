@@ -87,8 +87,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast where the device is CUDA; ignored on CPU
-    save_every: int = 1  # epochs between resumable checkpoints
-    validate: bool = True
+    save_every: int = 500  # optimiser steps between resumable checkpoints (and at every epoch end)
+    log_every: int = 50  # optimiser steps between metrics.jsonl records
+    validate: bool = True  # evaluate on data.val_split after every epoch when it exists with masks
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ _CHOICES = {
 _POSITIVE = {
     ("prompter", "num_queries"), ("prompter", "hidden_dim"), ("prompter", "nheads"),
     ("prompter", "dim_feedforward"), ("prompter", "num_tokens"), ("train", "epochs"),
-    ("train", "batch_size"), ("train", "lr"), ("train", "save_every"),
+    ("train", "batch_size"), ("train", "lr"), ("train", "save_every"), ("train", "log_every"),
 }
 
 
@@ -181,8 +182,11 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
             return out
         return str(value)
     except (TypeError, ValueError):
-        kind = type(default).__name__ if default is not None else "number"
-        raise ConfigError(f"{source}: {key} must be a {kind}, got {value!r}") from None
+        kind = _KIND_NAMES.get(type(default).__name__, "a number")
+        raise ConfigError(f"{source}: {key} must be {kind}, got {value!r}") from None
+
+
+_KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
 
 
 def _looks_int(value: Any) -> bool:

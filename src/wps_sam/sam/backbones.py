@@ -117,7 +117,6 @@ def build_sam(kind: str, checkpoint: str | Path | None = None, sha256: str | Non
     """
     if kind not in SAM_SPECS:
         raise CheckpointError(f"unknown SAM type {kind!r}; choose one of {sorted(SAM_SPECS)}")
-    sam = _build_sam(SAM_SPECS[kind])
     if checkpoint is None:
         if kind != "tiny":
             raise CheckpointError(
@@ -127,12 +126,16 @@ def build_sam(kind: str, checkpoint: str | Path | None = None, sha256: str | Non
         checkpoint = shipped_tiny_weights()
         if not checkpoint.is_file():
             raise CheckpointError(f"the shipped tiny SAM weights are missing from the install: {checkpoint}")
+    # Check and read the file before building the model, so that a bad file fails fast (even vit_h).
     if str(checkpoint) == "random":
         warnings.warn(f"SAM {kind} has random weights: use this for tests only", stacklevel=2)
-        sam.checkpoint_sha256 = "random"
+        state, digest = None, "random"
     else:
         digest = check_sha256(checkpoint, sha256)
-        load_into(sam, read_state_dict(checkpoint), checkpoint, kind)
-        sam.checkpoint_sha256 = digest
+        state = read_state_dict(checkpoint)
+    sam = _build_sam(SAM_SPECS[kind])
+    if state is not None:
+        load_into(sam, state, checkpoint, kind)
         logger.info("loaded SAM %s from %s (sha256 %s)", kind, checkpoint, digest[:12])
+    sam.checkpoint_sha256 = digest
     return freeze(sam) if frozen else sam

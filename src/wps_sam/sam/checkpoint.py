@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
-import zipfile
+import re
 from pathlib import Path
 
 import torch
@@ -21,8 +21,8 @@ from ..errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-# Width of the image encoder -> official variant, to name the architecture of a foreign checkpoint.
-_ENCODER_WIDTH_TO_TYPE = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+# Width of the image encoder -> SAM type (as in backbones.SAM_SPECS), to name a foreign checkpoint.
+_ENCODER_WIDTH_TO_TYPE = {192: "tiny", 768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
 def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -34,13 +34,17 @@ def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``path`` without executing code; map every failure to CheckpointError."""
-    path = Path(path)
+def _require_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"SAM checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"SAM checkpoint is an empty file: {path}")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` without executing code; map every failure to CheckpointError."""
+    path = Path(path)
+    _require_file(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -53,14 +57,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise CheckpointError(
-                f"{path}: refused to load: the file holds objects other than tensors, which "
-                f"weights_only loading does not run ({str(exc).splitlines()[0]})"
-            ) from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+            # weights_only reports a forbidden object and plain garbage alike; tell them apart.
+            forbidden = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            if forbidden:
+                raise CheckpointError(
+                    f"{path}: refused to load: the file holds a Python object ({forbidden.group(1)}) "
+                    f"other than tensors, which weights_only loading does not run"
+                ) from None
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
+        except Exception as exc:
+            # Arbitrary bytes reach torch's legacy (non-zip) reader, which fails with any error type
+            # (RuntimeError, EOFError, KeyError ...).
+            first_line = str(exc).split("\n", 1)[0]
             raise CheckpointError(
                 f"{path}: not a complete PyTorch checkpoint (truncated or another kind of file: "
-                f"{str(exc).splitlines()[0]})"
+                f"{type(exc).__name__}: {first_line})"
             ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
@@ -85,7 +96,11 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
         found = guess_sam_type(state)
-        hint = f" It looks like a {found} checkpoint: use --sam-type {found}." if found and found != expected_type else ""
+        hint = (
+            f" It looks like a {found} checkpoint: use --sam-type {found}."
+            if found and found != expected_type
+            else ""
+        )
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing key(s), first '{missing[0]}'")
@@ -93,14 +108,17 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path
             parts.append(f"{len(unexpected)} unexpected key(s), first '{unexpected[0]}'")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} shape mismatch(es), first '{k}': file {tuple(state[k].shape)} vs "
-                         f"model {tuple(own[k].shape)}")
+            parts.append(
+                f"{len(wrong)} shape mismatch(es), first '{k}': file {tuple(state[k].shape)} vs "
+                f"model {tuple(own[k].shape)}"
+            )
         raise CheckpointError(f"{path} does not fit SAM {expected_type}: {'; '.join(parts)}.{hint}")
     model.load_state_dict(state, strict=True)
 
 
 def check_sha256(path: str | Path, expected: str | None) -> str:
     """Return the file's sha256; raise if ``expected`` is given and differs."""
+    _require_file(Path(path))
     digest = sha256_of(path)
     if expected is not None and digest.lower() != expected.lower().strip():
         raise CheckpointError(f"{path}: sha256 is {digest}, expected {expected}")

@@ -1,0 +1,227 @@
+"""The ``wps-sam`` command: thin handlers over the library.
+
+Every user error (bad path, data, checkpoint, option or config value) ends in one line on stderr and
+exit code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import WpsSamError
+
+logger = logging.getLogger("wps_sam")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _config_overrides(args: argparse.Namespace) -> list[str]:
+    """Translate the explicit options into dotted overrides (only those given on the command line)."""
+    mapping = {
+        "data": "data.root", "sam_type": "sam.type", "sam_checkpoint": "sam.checkpoint",
+        "sam_sha256": "sam.sha256", "supervision": "data.supervision", "point_mode": "data.point_mode",
+        "epochs": "train.epochs", "max_steps": "train.max_steps", "batch_size": "train.batch_size",
+        "lr": "train.lr", "seed": "train.seed", "device": "train.device", "save_every": "train.save_every",
+        "num_workers": "data.num_workers",
+    }
+    items = [f"{key}={getattr(args, name)}" for name, key in mapping.items()
+             if getattr(args, name, None) is not None]
+    if getattr(args, "strict", False):
+        items.append("data.strict=true")
+    return items + list(getattr(args, "set", None) or [])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .engine.run_dir import CONFIG_FILE
+    from .engine.trainer import train
+
+    config_path = args.config
+    if args.resume and config_path is None and (Path(args.out) / CONFIG_FILE).is_file():
+        config_path = Path(args.out) / CONFIG_FILE
+    cfg = load_config(config_path, _config_overrides(args))
+    if not cfg.data.root:
+        raise WpsSamError("train needs --data ROOT (a folder with images/<split>/ and annotations/)")
+    run = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"trained: {run}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from .atomic import atomic_write_json
+    from .data.coco import load_split
+    from .evaluation.evaluator import evaluate
+    from .predictor import PartPredictor
+
+    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
+    index = load_split(args.data, args.split, class_names=predictor.class_names)
+    result = evaluate(predictor.model, index, predictor.cfg, predictor.device,
+                      batch_size=args.batch_size, progress=not args.no_progress)
+    result.update({"split": args.split, "data": str(Path(args.data).resolve())})
+    out = Path(args.run) / f"eval-{args.split}.json"
+    atomic_write_json(out, result)
+    paper = result["paper_protocol"]
+    print(json.dumps({"miou": result["miou"], "macc": result["macc"],
+                      "paper_protocol": {"miou": paper["miou"], "macc": paper["macc"]}}))
+    print(f"wrote {out}")
+
+
+def _collect_images(inputs: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise WpsSamError(f"input not found: {path}")
+    if not files:
+        raise WpsSamError(f"no images found in {' '.join(inputs)} (looked for {sorted(IMAGE_SUFFIXES)})")
+    return files
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .atomic import atomic_write_json
+    from .data.images import read_image
+    from .errors import DataError
+    from .export import encode_rle, save_label_map
+    from .predictor import PartPredictor
+    from .viz import save_overlay
+
+    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
+    files = _collect_images(args.inputs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, unreadable = [], []
+    for path in tqdm(files, desc="predict", disable=args.no_progress, dynamic_ncols=True):
+        try:
+            image = read_image(path)
+        except DataError as exc:
+            unreadable.append({"file": str(path), "reason": str(exc)})
+            continue
+        result = predictor.predict(image)
+        save_label_map(out / f"{path.stem}.png", result.label_map)
+        save_overlay(out / f"{path.stem}_overlay.png", image, result.label_map, predictor.class_names)
+        records.append({
+            "file": str(path), "height": image.shape[0], "width": image.shape[1],
+            "instances": [{"class_id": inst.class_id, "class_name": inst.class_name,
+                           "score": round(inst.score, 5), "box_xyxy": [float(v) for v in inst.box_xyxy],
+                           "segmentation": encode_rle(inst.mask)} for inst in result.instances],
+        })
+    atomic_write_json(out / "predictions.json", {"class_names": predictor.class_names, "images": records,
+                                                 "unreadable": unreadable})
+    for item in unreadable:
+        print(f"skipped unreadable input: {item['file']} ({item['reason']})", file=sys.stderr)
+    print(f"predicted {len(records)} image(s) into {out}")
+
+
+def cmd_data_toyparts(args: argparse.Namespace) -> None:
+    from .data.toyparts import generate_toyparts
+
+    summary = generate_toyparts(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed,
+                                progress=not args.no_progress)
+    print(f"wrote ToyParts to {args.out}: {summary}")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_sam_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h", "tiny"])
+    p.add_argument("--sam-checkpoint", help="official SAM checkpoint file, or 'random' (tests only)")
+    p.add_argument("--sam-sha256", help="refuse the checkpoint unless its sha256 is this")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wps-sam", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a prompter from boxes or points")
+    p.add_argument("--data", help="data root (PartImageNet layout)")
+    p.add_argument("--out", required=True, help="run directory to create (or resume)")
+    p.add_argument("--config", help="YAML config file")
+    _add_sam_options(p)
+    p.add_argument("--supervision", choices=["box", "point"])
+    p.add_argument("--point-mode", choices=["interior", "box_center"])
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--epochs", type=int)
+    group.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--save-every", type=int, help="steps between resumable checkpoints")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
+    p.add_argument("--strict", action="store_true", help="refuse data sets with skipped images or annotations")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.warmup_steps=100")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run on a split (standard and paper protocols)")
+    p.add_argument("run")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
+    _add_common(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="segment parts in new images")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
+    p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
+    _add_common(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("data", help="data set tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("toyparts", help="generate the ToyParts benchmark (PartImageNet layout)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--train", type=int, default=800)
+    q.add_argument("--val", type=int, default=200)
+    q.add_argument("--size", type=int, default=256)
+    q.add_argument("--seed", type=int, default=0)
+    _add_common(q)
+    q.set_defaults(func=cmd_data_toyparts)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    handler: Callable[[argparse.Namespace], None] = args.func
+    try:
+        handler(args)
+    except WpsSamError as exc:
+        if args.debug:
+            raise
+        print(f"wps-sam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"wps-sam {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""COCO part annotations in the PartImageNet layout, read into a typed index.
+
+Layout (PartImageNet)::
+
+    ROOT/images/<split>/<file_name>            (or ROOT/images/<split>/<synset>/<file_name>)
+    ROOT/annotations/<split>/<split>.json      (or ROOT/annotations/<split>.json)
+
+Everything here is in the *original* frame of the json (pixels, XYXY boxes). Faulty annotations do
+not stop loading: they are skipped or repaired, and each decision is recorded with its reason on the
+index (``skipped_images``, ``skipped_annotations``, ``repaired``) so that a triage step can report
+them. Only problems that make the whole split unusable raise :class:`~wps_sam.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from wps_sam.data.images import image_size
+from wps_sam.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+_REQUIRED_KEYS = ("images", "annotations", "categories")
+
+
+@dataclass
+class PartInstance:
+    """One annotated part.
+
+    ``box``: (4,) float32 XYXY in pixels, original frame, clipped to the image.
+    ``segmentation``: raw COCO polygons (list of flat [x0, y0, x1, y1, ...] lists, several for a part
+    made of pieces) or an RLE dict (``counts`` as a compressed string or an uncompressed list);
+    ``None`` when the json has no usable mask (boxes-only data). ``is_polygon`` tells which.
+    ``iscrowd``: the json's flag (int or bool there); crowd parts are kept, consumers may drop them.
+    """
+
+    ann_id: int
+    label: int
+    box: np.ndarray
+    segmentation: list | dict | None
+    is_polygon: bool
+    iscrowd: bool = False
+
+
+@dataclass
+class ImageEntry:
+    """One image of a split; ``height`` and ``width`` are the json's (original frame)."""
+
+    image_id: int
+    file_name: str
+    path: Path
+    height: int
+    width: int
+    parts: list[PartInstance] = field(default_factory=list)
+
+
+@dataclass
+class PartDataIndex:
+    """A split: its classes and images, plus what loading skipped or repaired.
+
+    ``class_names[k]`` is the name of label k; ``category_ids[k]`` its json category id (-1 when a
+    run's class is absent from this json). Records are dicts with ``image_id``, ``ann_id`` (absent
+    for image records), ``file_name`` (image records) and ``reason``.
+    """
+
+    root: Path
+    split: str
+    class_names: list[str]
+    category_ids: list[int]
+    images: list[ImageEntry]
+    skipped_images: list[dict] = field(default_factory=list)
+    skipped_annotations: list[dict] = field(default_factory=list)
+    repaired: list[dict] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_parts(self) -> int:
+        return sum(len(entry.parts) for entry in self.images)
+
+    @property
+    def has_masks(self) -> bool:
+        """True iff *every* kept part has a segmentation (vacuously True for a split without parts).
+
+        "Any part" would let evaluation treat unmasked parts as background and report wrong numbers.
+        """
+        return all(part.segmentation is not None for entry in self.images for part in entry.parts)
+
+
+def find_annotation_file(root: Path, split: str) -> Path:
+    """The json of ``split``: ``annotations/<split>/<split>.json``, else ``annotations/<split>.json``."""
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist or is not a folder")
+    candidates = [root / "annotations" / split / f"{split}.json", root / "annotations" / f"{split}.json"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    tried = " or ".join(str(p) for p in candidates)
+    raise DataError(f"no annotation file for split '{split}': expected {tried}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the annotation file ({e})") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a COCO json object at the top level, got {type(data).__name__}")
+    missing = [k for k in _REQUIRED_KEYS if not isinstance(data.get(k), list)]
+    if missing:
+        raise DataError(f"{path}: missing or non-list required key(s) {', '.join(map(repr, missing))}")
+    return data
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else None
+
+
+def _resolve_path(image_dir: Path, file_name: str) -> Path | None:
+    # PartImageNet's json names "n01440764_10029.JPEG" while the file sits in a synset folder.
+    direct = image_dir / file_name
+    if direct.is_file():
+        return direct
+    name = Path(file_name).name
+    nested = image_dir / name.split("_")[0] / name
+    return nested if nested.is_file() else None
+
+
+def _label_map(
+    categories: list[Any], class_names: list[str] | None, used_ids: set[int], path: Path
+) -> tuple[dict[int, int], list[str], list[int]]:
+    """Category id -> label, with the class names and category ids per label."""
+    names: dict[int, str] = {}
+    for cat in categories:
+        cat_id = _as_int(cat.get("id")) if isinstance(cat, dict) else None
+        if cat_id is None or not isinstance(cat.get("name"), str):
+            raise DataError(f"{path}: category {cat!r} needs an integer 'id' and a string 'name'")
+        if cat_id in names:
+            raise DataError(f"{path}: category id {cat_id} appears twice")
+        names[cat_id] = cat["name"]
+    if class_names is None:
+        ids = sorted(names)
+        return {c: k for k, c in enumerate(ids)}, [names[c] for c in ids], ids
+    if len(set(class_names)) != len(class_names):
+        raise DataError(f"class names of the run are not unique: {class_names}")
+    label_of_name = {n: k for k, n in enumerate(class_names)}
+    unknown = sorted({names[c] for c in used_ids & names.keys() if names[c] not in label_of_name})
+    if unknown:
+        raise DataError(f"{path}: categories used by annotations are not classes of the run: {unknown}")
+    mapping = {c: label_of_name[n] for c, n in names.items() if n in label_of_name}
+    ids_of_name = {n: c for c, n in sorted(names.items(), reverse=True)}  # lowest id wins
+    return mapping, list(class_names), [ids_of_name.get(n, -1) for n in class_names]
+
+
+def _clean_segmentation(seg: Any) -> tuple[list | dict | None, bool, str | None]:
+    """(segmentation, is_polygon, note): drops what pycocotools cannot rasterise, says why in note."""
+    if seg is None or (isinstance(seg, (list, dict)) and len(seg) == 0):
+        return None, False, None
+    if isinstance(seg, dict):
+        counts, size = seg.get("counts"), seg.get("size")
+        ok_size = isinstance(size, list) and len(size) == 2 and all(_as_int(v) for v in size)
+        if ok_size and (isinstance(counts, str) or (isinstance(counts, list) and counts)):
+            return {"size": [int(size[0]), int(size[1])], "counts": counts}, False, None
+        return None, False, "unreadable RLE segmentation dropped"
+    if not isinstance(seg, list):
+        return None, False, f"segmentation of type {type(seg).__name__} dropped"
+    if all(isinstance(v, (int, float)) for v in seg):
+        seg = [seg]  # some exporters write one flat polygon
+    if all(isinstance(s, dict) for s in seg):  # a list of RLEs: merge into one
+        rles = [_clean_segmentation(s)[0] for s in seg]
+        if any(r is None for r in rles):
+            return None, False, "unreadable RLE segmentation dropped"
+        merged = mask_utils.merge([_rle(r, False, *r["size"]) for r in rles])
+        return {"size": merged["size"], "counts": merged["counts"].decode("ascii")}, False, None
+    polygons = [
+        [float(v) for v in p]
+        for p in seg
+        if isinstance(p, list)
+        and len(p) >= 6
+        and len(p) % 2 == 0
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in p)
+    ]
+    note = f"{len(seg) - len(polygons)} degenerate polygon(s) dropped" if len(polygons) < len(seg) else None
+    return (polygons, True, note) if polygons else (None, False, note)
+
+
+def _rle(segmentation: list | dict, is_polygon: bool, height: int, width: int) -> dict:
+    """One compressed RLE of the (merged) segmentation, on a ``height`` x ``width`` canvas for polygons."""
+    if is_polygon:
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    h, w = segmentation["size"]
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    return {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def _parse_box(bbox: Any, height: int, width: int) -> tuple[np.ndarray | None, str | None]:
+    """COCO [x, y, w, h] -> clipped XYXY, or (None, why). A clipped box comes with a note."""
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
+        return None, "no bbox" if bbox is None else f"malformed bbox {bbox!r}"
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
+        return None, f"non-finite bbox {list(bbox)}"
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        return None, f"bbox of zero area {list(bbox)}"
+    box = np.array([x, y, x + w, y + h], dtype=np.float64)
+    clipped = np.clip(box, 0, [width, height, width, height])
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None, f"bbox {list(bbox)} wholly outside the {width}x{height} image"
+    note = None if np.array_equal(box, clipped) else f"bbox {list(bbox)} clipped to the image"
+    return clipped.astype(np.float32), note
+
+
+def _parse_part(ann: dict, label: int, height: int, width: int, repaired: list[dict]) -> PartInstance | str:
+    """The part of one annotation, or the reason to skip it."""
+    ann_id = _as_int(ann.get("id"))
+    ann_id = -1 if ann_id is None else ann_id
+    record = {"image_id": ann["image_id"], "ann_id": ann_id}
+    seg, is_polygon, note = _clean_segmentation(ann.get("segmentation"))
+    if note:
+        repaired.append({**record, "reason": note})
+    box, box_note = _parse_box(ann.get("bbox"), height, width)
+    if box is None and seg is not None:
+        x, y, w, h = mask_utils.toBbox(_rle(seg, is_polygon, height, width)).tolist()
+        box, _ = _parse_box([x, y, w, h], height, width)
+        if box is not None and ann.get("bbox") is not None:
+            repaired.append({**record, "reason": f"{box_note}; box taken from the segmentation"})
+    elif box is not None and box_note:
+        repaired.append({**record, "reason": box_note})
+    if box is None:
+        return box_note if seg is None else f"{box_note} and an empty segmentation"
+    return PartInstance(ann_id, label, box, seg, is_polygon, bool(ann.get("iscrowd", False)))
+
+
+def load_split(root: str | Path, split: str, class_names: list[str] | None = None) -> PartDataIndex:
+    """Read one split of a data set in the PartImageNet layout.
+
+    Labels are 0..C-1 in order of ascending category id, named after the json's categories. With
+    ``class_names`` (the classes of a trained run) categories are mapped by name instead; a category
+    that annotations use but the run does not know raises :class:`DataError`.
+    Images without annotations are kept with zero parts.
+    """
+    root = Path(root)
+    path = find_annotation_file(root, split)
+    data = _read_json(path)
+    image_dir = root / "images" / split
+    if not image_dir.is_dir():
+        raise DataError(f"image folder {image_dir} does not exist (annotations: {path})")
+    anns = [a for a in data["annotations"] if isinstance(a, dict)]
+    used = {c for c in (_as_int(a.get("category_id")) for a in anns) if c is not None}
+    label_of, names, cat_ids = _label_map(data["categories"], class_names, used, path)
+    index = PartDataIndex(root, split, names, cat_ids, [])
+
+    by_id: dict[int, ImageEntry] = {}
+    for img in data["images"]:
+        img = img if isinstance(img, dict) else {}
+        image_id, file_name = _as_int(img.get("id")), img.get("file_name")
+        record = {"image_id": img.get("id"), "file_name": file_name}
+        if image_id is None or not isinstance(file_name, str) or not file_name:
+            index.skipped_images.append({**record, "reason": "needs an integer 'id' and a 'file_name'"})
+            continue
+        if image_id in by_id:
+            index.skipped_images.append({**record, "reason": f"duplicate image id {image_id}"})
+            continue
+        file_path = _resolve_path(image_dir, file_name)
+        if file_path is None:
+            index.skipped_images.append({**record, "reason": f"file not found under {image_dir}"})
+            continue
+        height, width = _as_int(img.get("height")), _as_int(img.get("width"))
+        if not (height and width and height > 0 and width > 0):
+            try:
+                height, width = image_size(file_path)
+            except DataError as e:
+                index.skipped_images.append({**record, "reason": str(e)})
+                continue
+            index.repaired.append({"image_id": image_id, "reason": "height/width read from the file"})
+        by_id[image_id] = ImageEntry(image_id, file_name, file_path, height, width, [])
+    if data["images"] and not by_id:
+        raise DataError(f"none of the {len(data['images'])} images of {path} could be used, e.g. "
+                        f"{index.skipped_images[0]['file_name']!r}: {index.skipped_images[0]['reason']}")
+
+    for ann in anns:
+        image_id, cat_id = _as_int(ann.get("image_id")), _as_int(ann.get("category_id"))
+        record = {"image_id": ann.get("image_id"), "ann_id": ann.get("id")}
+        if image_id not in by_id:
+            index.skipped_annotations.append({**record, "reason": f"unknown or skipped image id {image_id}"})
+        elif cat_id not in label_of:
+            index.skipped_annotations.append({**record, "reason": f"unknown category id {cat_id}"})
+        else:
+            entry = by_id[image_id]
+            part = _parse_part({**ann, "image_id": image_id}, label_of[cat_id], entry.height, entry.width,
+                               index.repaired)
+            if isinstance(part, str):
+                index.skipped_annotations.append({**record, "reason": part})
+            else:
+                entry.parts.append(part)
+    index.images = list(by_id.values())
+    skipped = len(index.skipped_images) + len(index.skipped_annotations)
+    if skipped:
+        logger.warning("%s: skipped %d image(s) and %d annotation(s); see the index's records", path,
+                       len(index.skipped_images), len(index.skipped_annotations))
+    logger.info("%s: %d images, %d parts, %d classes", path, len(index.images), index.num_parts,
+                index.num_classes)
+    return index
+
+
+def instance_mask(part: PartInstance, height: int, width: int) -> np.ndarray:
+    """Bool [height, width] mask of ``part`` (polygons merged; RLE of another size resized nearest)."""
+    if part.segmentation is None:
+        raise DataError(f"part {part.ann_id} has no segmentation")
+    mask = mask_utils.decode(_rle(part.segmentation, part.is_polygon, height, width)).astype(bool)
+    if mask.shape != (height, width):
+        rows = ((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64)
+        cols = ((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.int64)
+        mask = mask[rows[:, None], cols[None, :]]
+    return mask
+
+
+def rescale_entry(entry: ImageEntry, height: int, width: int) -> ImageEntry:
+    """``entry`` with its annotations scaled to an image of ``height`` x ``width`` (RLEs resize lazily)."""
+    sx, sy = width / entry.width, height / entry.height
+    parts = []
+    for p in entry.parts:
+        seg = p.segmentation
+        if p.is_polygon:
+            seg = [[v * (sx if i % 2 == 0 else sy) for i, v in enumerate(poly)] for poly in seg]
+        box = (p.box * np.array([sx, sy, sx, sy])).astype(np.float32)
+        parts.append(PartInstance(p.ann_id, p.label, box, seg, p.is_polygon, p.iscrowd))
+    return ImageEntry(entry.image_id, entry.file_name, entry.path, height, width, parts)

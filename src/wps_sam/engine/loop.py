@@ -1,0 +1,84 @@
+"""One training step of WPS-SAM, as a plain function with explicit arguments (DETR's ``engine.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import TrainingError
+from ..modeling.criterion import SetCriterion
+from ..modeling.wps_sam import WPSSAM
+
+TARGET_TENSORS = ("labels", "boxes", "points", "masks")
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU runs stay in float32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Images/embeddings and every target tensor to ``device`` (non-blocking where pinned)."""
+    out = dict(batch)
+    for key in ("images", "embeddings"):
+        if key in out:
+            out[key] = out[key].to(device, non_blocking=True)
+    out["targets"] = [
+        {k: (v.to(device, non_blocking=True) if k in TARGET_TENSORS else v) for k, v in t.items()}
+        for t in batch["targets"]
+    ]
+    return out
+
+
+def image_embeddings(model: WPSSAM, batch: dict[str, Any], device: torch.device, amp: bool) -> Tensor:
+    """The batch's SAM embeddings [B,256,h,w]: precomputed ones if the batch carries them, else encoded."""
+    if "embeddings" in batch:
+        return batch["embeddings"].float()
+    with autocast(device, amp):
+        return model.embed(batch["images"]).float()
+
+
+def train_step(
+    model: WPSSAM,
+    criterion: SetCriterion,
+    batch: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    amp: bool = True,
+    grad_clip: float | None = None,
+) -> dict[str, float]:
+    """Encode (frozen), teacher tokens (frozen), prompter forward, match, loss, one optimiser step.
+
+    Returns the weighted total ``loss``, each loss term and the criterion's statistics as floats.
+    Raises :class:`TrainingError` if the loss is not finite; the parameters are then left untouched.
+    """
+    batch = move_batch(batch, device)
+    embeddings = image_embeddings(model, batch, device, amp)
+    targets = batch["targets"]
+    for target, tokens in zip(targets, model.teacher_tokens(targets)):
+        target["tokens"] = tokens
+    with autocast(device, amp):
+        outputs = model(embeddings)
+    losses = criterion(outputs, targets)
+    loss = criterion.weighted_total(losses)
+    if not math.isfinite(loss.item()):
+        raise TrainingError(
+            f"the loss is not finite ({loss.item()}): stopping; the last saved state is kept. "
+            f"Lower --lr or set train.grad_clip, then --resume."
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.prompter.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    stats = {k: float(v) for k, v in losses.items()}
+    stats["loss"] = loss.item()
+    return stats

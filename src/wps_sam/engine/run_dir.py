@@ -1,0 +1,81 @@
+"""The files of a run directory, written atomically.
+
+RUN/
+  config.yaml          resolved configuration
+  model.safetensors    prompter weights; class names, config and SAM sha256 in the metadata
+  metrics.jsonl        one JSON object per logged step / validation
+  resume.pt            what ``--resume`` needs (prompter, optimizer, scheduler, RNG, data position)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..atomic import atomic_torch_save, atomic_write, atomic_write_bytes
+from ..config import Config, config_from_dict, config_to_dict
+from ..errors import CheckpointError
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+RESUME_FILE = "resume.pt"
+
+
+def save_weights(run: Path, prompter: nn.Module, class_names: list[str], cfg: Config, sam_sha256: str) -> Path:
+    """Prompter weights only, with what a predictor needs to rebuild the run in the metadata."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in prompter.state_dict().items()}
+    metadata = {
+        "format": "wps-sam/1",
+        "class_names": json.dumps(class_names),
+        "config": json.dumps(config_to_dict(cfg)),
+        "sam_sha256": sam_sha256,
+    }
+    return atomic_write_bytes(run / WEIGHTS_FILE, save(state, metadata=metadata))
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], list[str], Config, str]:
+    """(prompter state, class names, config, SAM sha256) from a ``model.safetensors``."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"no trained weights at {path}: is this a wps-sam run directory? "
+                              f"(train one with `wps-sam train --out RUN`)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if metadata.get("format") != "wps-sam/1":
+        raise CheckpointError(f"{path}: not a wps-sam prompter checkpoint (metadata format missing)")
+    cfg = config_from_dict(json.loads(metadata["config"]), source=str(path))
+    return state, json.loads(metadata["class_names"]), cfg, metadata.get("sam_sha256", "")
+
+
+def append_metrics(run: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line; the whole file is rewritten atomically so a kill never leaves half a line."""
+    path = run / METRICS_FILE
+    old = path.read_bytes() if path.exists() else b""
+    line = (json.dumps(record) + "\n").encode()
+    atomic_write(path, lambda f: (f.write(old), f.write(line)))
+
+
+def save_resume_state(run: Path, state: dict[str, Any]) -> Path:
+    return atomic_torch_save(run / RESUME_FILE, state)
+
+
+def load_resume_state(run: Path) -> dict[str, Any]:
+    path = run / RESUME_FILE
+    if not path.is_file():
+        raise CheckpointError(f"--resume: {path} does not exist (nothing to resume; drop --resume to start)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable resume file is the same user-facing error
+        raise CheckpointError(f"{path}: unreadable resume state ({str(exc).splitlines()[0]})") from None

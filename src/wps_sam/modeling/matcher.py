@@ -1,0 +1,92 @@
+"""Hungarian matching of the prompter's queries to the ground-truth parts, after DETR's matcher."""
+
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+
+class HungarianMatcher(nn.Module):
+    """A one-to-one assignment between the Q queries and the N ground-truth parts of each image.
+
+    The cost of giving part j to query i is::
+
+        cost_class * (-p_i[label_j]) + cost_token * || tokens_i - teacher_tokens_j ||_2
+
+    where ``p_i`` is the softmax of query i's logits and the token distance is the Euclidean distance
+    between the flattened [T * D] student tokens and the teacher tokens that SAM's frozen prompt
+    encoder made from part j's box or point. Each part goes to at most one query; if N > Q only Q
+    parts are matched. Unmatched queries are trained towards "no part" by the criterion.
+
+    Args:
+        cost_class: weight of the classification cost (WPS-SAM: 10).
+        cost_token: weight of the token distance (WPS-SAM: 1).
+    """
+
+    def __init__(self, cost_class: float = 10.0, cost_token: float = 1.0) -> None:
+        super().__init__()
+        if cost_class < 0 or cost_token < 0 or cost_class == cost_token == 0:
+            raise ValueError(f"costs must be >= 0 and not both 0, got {cost_class} and {cost_token}")
+        self.cost_class = cost_class
+        self.cost_token = cost_token
+
+    @torch.no_grad()
+    def forward(
+        self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Match queries to parts, image by image.
+
+        Args:
+            outputs: ``{"pred_logits": [B, Q, C + 1], "pred_tokens": [B, Q, T, D]}``.
+            targets: B dicts with ``"labels"``: LongTensor [N_i] in 0..C-1 and ``"tokens"``: teacher
+                tokens [N_i, T, D].
+
+        Returns:
+            B pairs ``(query_indices, part_indices)``, CPU int64 tensors of length min(Q, N_i);
+            query indices ascending.
+        """
+        logits = outputs["pred_logits"]
+        batch, num_queries, num_logits = logits.shape
+        if len(targets) != batch:
+            raise ValueError(f"got {len(targets)} targets for a batch of {batch}")
+        sizes = [len(t["labels"]) for t in targets]
+        if sum(sizes) == 0:
+            empty = torch.empty(0, dtype=torch.int64)
+            return [(empty, empty) for _ in targets]
+
+        # float32 whatever the caller's autocast: softmax and distances decide the assignment.
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            prob = logits.flatten(0, 1).float().softmax(-1)  # [B*Q, C+1]
+            out_tokens = outputs["pred_tokens"].flatten(0, 1).flatten(1).float()  # [B*Q, T*D]
+            tgt_ids = torch.cat([t["labels"] for t in targets]).to(logits.device)
+            tgt_tokens = torch.cat([t["tokens"].flatten(1) for t, n in zip(targets, sizes) if n])
+            tgt_tokens = tgt_tokens.to(device=logits.device, dtype=torch.float32)  # [sum N, T*D]
+            if tgt_tokens.shape[1] != out_tokens.shape[1]:
+                raise ValueError(
+                    f"teacher tokens have {tgt_tokens.shape[1]} values per part but predicted tokens "
+                    f"{out_tokens.shape[1]} per query (pred_tokens {tuple(outputs['pred_tokens'].shape)})"
+                )
+            if bool(((tgt_ids < 0) | (tgt_ids >= num_logits - 1)).any()):
+                raise ValueError(
+                    f"target labels must lie in 0..{num_logits - 2} (index {num_logits - 1} is 'no part'), "
+                    f"got {sorted(set(tgt_ids.tolist()))}"
+                )
+
+            # As DETR, the class cost approximates the NLL by 1 - p[label], dropping the constant 1
+            # (it does not change the assignment). Unlike -log p it is bounded, so a confidently wrong
+            # query costs at most cost_class more and cannot swamp the token distance.
+            cost_class = -prob[:, tgt_ids]  # [B*Q, sum N]
+            cost_token = torch.cdist(out_tokens, tgt_tokens)  # [B*Q, sum N]
+            cost = self.cost_class * cost_class + self.cost_token * cost_token
+
+        cost = cost.view(batch, num_queries, -1).cpu()
+        if not torch.isfinite(cost).all():
+            raise ValueError("matching cost is not finite: NaN or inf in pred_logits, pred_tokens or tokens")
+        indices = []
+        for i, block in enumerate(cost.split(sizes, -1)):
+            rows, cols = linear_sum_assignment(block[i].numpy())
+            indices.append(
+                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+            )
+        return indices

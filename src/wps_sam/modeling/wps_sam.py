@@ -1,0 +1,106 @@
+"""The WPS-SAM composite: a frozen SAM image encoder, the trainable prompter, the frozen teacher
+(SAM's prompt encoder) and the frozen SAM mask decoder, received ready-made (see ``build.py``).
+
+Only the prompter trains; everything from SAM is frozen in code (eval mode, no gradients, run under
+``torch.no_grad``). The model does no I/O and reads no configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..postprocess import select_queries
+from ..sam.decoder import PromptMaskDecoder
+from ..sam.teacher import TeacherTokens
+from .prompter import Prompter
+
+
+@dataclass
+class PartPrediction:
+    """Kept queries of one image. ``mask_logits``: [K, 4h, 4w] low-res SAM logits (input frame)."""
+
+    labels: Tensor  # [K] part class indices 0..C-1
+    scores: Tensor  # [K] class probabilities
+    mask_logits: Tensor  # [K, 4h, 4w]
+    query_idx: Tensor  # [K] which queries were kept
+
+
+class WPSSAM(nn.Module):
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        prompter: Prompter,
+        teacher: TeacherTokens,
+        decoder: PromptMaskDecoder,
+        supervision: str = "box",
+    ) -> None:
+        """
+        Args:
+            image_encoder: SAM's image encoder, [B,3,S,S] normalised input -> [B,256,h,w].
+            prompter: image embedding -> ``{"pred_logits", "pred_tokens"}``.
+            teacher: SAM's prompt encoder as ground-truth tokens.
+            decoder: SAM's mask decoder driven by prompt tokens.
+            supervision: ``"box"`` or ``"point"``: which ground truth the teacher encodes.
+        """
+        super().__init__()
+        if supervision not in ("box", "point"):
+            raise ValueError(f"supervision must be 'box' or 'point', got {supervision!r}")
+        self.image_encoder = image_encoder
+        self.prompter = prompter
+        self.teacher = teacher
+        self.decoder = decoder
+        self.supervision = supervision
+        for module in (self.image_encoder, self.teacher, self.decoder):
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> WPSSAM:
+        """Only the prompter ever switches to training mode; SAM stays in eval."""
+        super().train(False)
+        self.prompter.train(mode)
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return self.prompter.num_classes
+
+    @torch.no_grad()
+    def embed(self, images: Tensor) -> Tensor:
+        """[B,3,S,S] normalised, padded images -> [B,256,h,w] SAM image embeddings."""
+        return self.image_encoder(images)
+
+    def forward(self, image_embeddings: Tensor) -> dict[str, Tensor]:
+        """[B,256,h,w] -> ``{"pred_logits": [B,Q,C+1], "pred_tokens": [B,Q,T,256]}``."""
+        return self.prompter(image_embeddings)
+
+    @torch.no_grad()
+    def teacher_tokens(self, targets: list[dict[str, Tensor]]) -> list[Tensor]:
+        """Teacher tokens of every target, one batched call: per image [N_i, 2, 256]."""
+        key = "boxes" if self.supervision == "box" else "points"
+        counts = [len(t["labels"]) for t in targets]
+        prompts = torch.cat([t[key] for t in targets])
+        tokens = self.teacher(**{key: prompts})
+        return list(tokens.split(counts))
+
+    @torch.no_grad()
+    def predict(self, image_embeddings: Tensor, score_threshold: float = 0.0) -> list[PartPrediction]:
+        """Kept queries and their SAM masks for each image of the batch.
+
+        Queries whose argmax class is not "no part" (and whose probability reaches
+        ``score_threshold``) are kept, as in the official inference; all kept queries of the batch are
+        decoded in one call.
+        """
+        outputs = self.prompter(image_embeddings)
+        kept = [select_queries(logits, score_threshold) for logits in outputs["pred_logits"]]
+        batch_size, num_queries = outputs["pred_logits"].shape[:2]
+        mask_logits, _ = self.decoder(image_embeddings, outputs["pred_tokens"])  # [B,Q,4h,4w]
+        return [
+            PartPrediction(
+                labels=labels, scores=scores, mask_logits=mask_logits[b, idx].float(), query_idx=idx
+            )
+            for b, (idx, labels, scores) in enumerate(kept)
+        ]

@@ -1,0 +1,104 @@
+"""Inference on new images from a trained run, in the manner of segment-anything's ``SamPredictor``:
+``predict`` is a numpy shell over ``predict_torch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .build import build_wps_sam
+from .config import Config
+from .data.transforms import SamTransform
+from .engine.loop import autocast
+from .engine.run_dir import WEIGHTS_FILE, load_weights
+from .errors import CheckpointError, DataError
+from .modeling.wps_sam import WPSSAM
+from .postprocess import compose_semantic_map
+from .sam.backbones import build_sam
+from .sam.decoder import masks_to_frame
+
+
+@dataclass
+class PartInstanceResult:
+    """One predicted part, original image frame."""
+
+    class_id: int  # 0..C-1
+    class_name: str
+    score: float
+    box_xyxy: np.ndarray  # (4,) float32, pixels
+    mask: np.ndarray  # bool [H, W]
+
+
+@dataclass
+class PartSegmentation:
+    label_map: np.ndarray  # [H, W] int32: 0 background, k = part class k-1
+    instances: list[PartInstanceResult]
+
+
+class PartPredictor:
+    def __init__(self, model: WPSSAM, class_names: list[str], cfg: Config, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.class_names = class_names
+        self.cfg = cfg
+        self.device = device
+        self.transform = SamTransform(model.image_encoder.img_size)
+
+    @classmethod
+    def from_run(cls, run: str | Path, device: str = "auto", sam_checkpoint: str | None = None) -> PartPredictor:
+        """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM path."""
+        from .engine.trainer import resolve_device
+
+        run = Path(run)
+        if not run.is_dir():
+            raise CheckpointError(f"run directory not found: {run}")
+        state, class_names, cfg, _ = load_weights(run / WEIGHTS_FILE)
+        if sam_checkpoint is not None:
+            cfg = dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, checkpoint=sam_checkpoint))
+        sam = build_sam(cfg.sam.type, cfg.sam.checkpoint, sha256=cfg.sam.sha256)
+        model = build_wps_sam(cfg, len(class_names), sam)
+        try:
+            model.prompter.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{run / WEIGHTS_FILE}: prompter weights do not fit its config "
+                                  f"({str(exc).splitlines()[0]})") from None
+        return cls(model, class_names, cfg, resolve_device(device))
+
+    @torch.no_grad()
+    def predict_torch(self, images: torch.Tensor, original_sizes: list[tuple[int, int]]) -> list[PartSegmentation]:
+        """``images``: [B,3,S,S] preprocessed (see :class:`SamTransform`); sizes (H, W) of the originals."""
+        with autocast(self.device, self.cfg.train.amp):
+            embeddings = self.model.embed(images.to(self.device)).float()
+        predictions = self.model.predict(embeddings, self.cfg.inference.score_threshold)
+        threshold = float(torch.sigmoid(torch.tensor(self.cfg.inference.mask_threshold)))
+        results = []
+        for pred, size in zip(predictions, original_sizes):
+            input_size = self.transform.input_size(size)
+            probs = masks_to_frame(pred.mask_logits, self.transform.image_size, input_size, size).sigmoid().cpu()
+            label_map = compose_semantic_map(probs, pred.labels.cpu(), pred.scores.cpu(), threshold)
+            instances = []
+            for prob, label, score in zip(probs, pred.labels.tolist(), pred.scores.tolist()):
+                mask = (prob > threshold).numpy()
+                if not mask.any():
+                    continue
+                ys, xs = np.nonzero(mask)
+                box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+                instances.append(PartInstanceResult(label, self.class_names[label], score, box, mask))
+            results.append(PartSegmentation(label_map.numpy().astype(np.int32), instances))
+        return results
+
+    def predict(self, image: np.ndarray) -> PartSegmentation:
+        """``image``: uint8 [H, W, 3] RGB -> label map and instances in the image's own frame."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: list[np.ndarray]) -> list[PartSegmentation]:
+        for image in images:
+            if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+                    and image.dtype == np.uint8):
+                raise DataError("predict expects uint8 RGB arrays of shape [H, W, 3]")
+        batch = torch.stack([self.transform.apply_image(image) for image in images])
+        return self.predict_torch(batch, [image.shape[:2] for image in images])

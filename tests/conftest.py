@@ -1,0 +1,23 @@
+"""Shared fixtures: a tiny SAM with random weights (256 px input, 16x16 embedding) and seeding."""
+
+import warnings
+
+import pytest
+import torch
+from segment_anything.modeling import Sam
+
+from wps_sam.sam.backbones import build_sam
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam() -> Sam:
+    """Frozen tiny SAM with random weights, built once per session; tests must not modify it."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return build_sam("tiny", "random")

@@ -1,0 +1,58 @@
+import pytest
+
+from wps_sam.config import Config, config_to_dict, load_config, parse_overrides, save_config
+from wps_sam.errors import ConfigError
+
+
+def test_defaults_are_the_official_recipe():
+    cfg = load_config()
+    assert (cfg.prompter.num_queries, cfg.prompter.enc_layers, cfg.prompter.dec_layers) == (25, 6, 6)
+    assert (cfg.prompter.hidden_dim, cfg.prompter.nheads, cfg.prompter.dim_feedforward) == (256, 8, 1024)
+    assert (cfg.loss.cost_class, cfg.loss.cost_token, cfg.loss.weight_ce, cfg.loss.weight_token) == (10, 1, 5, 20)
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.001\n  batch_size: 4\nsam:\n  type: tiny\n")
+    cfg = load_config(path, ["train.lr=5e-4", "prompter.num_downsample=1", "train.max_steps=none"])
+    assert cfg.train.lr == 5e-4 and cfg.train.batch_size == 4 and cfg.sam.type == "tiny"
+    assert cfg.prompter.num_downsample == 1 and cfg.train.max_steps is None
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(overrides=["data.supervision=point", "train.grad_clip=0.1"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert config_to_dict(Config()) == config_to_dict(load_config())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=abc", "train.lr must be a number"),
+        ("train.nope=1", "unknown key"),
+        ("data.supervision=mask", "data.supervision must be one of"),
+        ("train.batch_size=0", "train.batch_size must be positive"),
+        ("prompter.nheads=7", "divisible"),
+        ("train.epochs=2.5", "train.epochs must be an integer"),
+        ("train.lr=nan", "train.lr must be a number"),
+    ],
+)
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("trian:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(unknown)
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_overrides(["lr=1"])
