@@ -239,7 +239,9 @@ def bar_chart(path: str | Path, results: Mapping[str, Mapping[str, float | None]
         values = [results[m].get(key) for m in methods]
         heights = [100.0 * v if v is not None else 0.0 for v in values]
         bars = ax.bar(x + (i - 0.5) * width, heights, width, label=label)
-        ax.bar_label(bars, labels=[f"{h:.1f}" if v is not None else "" for h, v in zip(heights, values)], fontsize=7)
+        ax.bar_label(
+            bars, labels=[f"{h:.1f}" if v is not None else "" for h, v in zip(heights, values)], fontsize=7
+        )
     ax.set_xticks(x, methods, rotation=15 if len(methods) > 4 else 0)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)

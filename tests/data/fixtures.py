@@ -96,8 +96,11 @@ def write_part_dataset(
             polygons = []
             for _ in range(2 if multi_polygon else 1):
                 # Two pieces go to the left and right halves so that they never overlap.
-                lo, hi = (0, width) if not multi_polygon else ((0, width // 2) if not polygons else
-                                                               (width // 2, width))
+                lo, hi = (
+                    (0, width)
+                    if not multi_polygon
+                    else ((0, width // 2) if not polygons else (width // 2, width))
+                )
                 x0 = int(rng.integers(lo, hi - 4))
                 x1 = int(rng.integers(x0 + 4, hi + 1))
                 y0 = int(rng.integers(0, height - 4))

@@ -31,7 +31,9 @@ def random_batch(
     return outputs, targets
 
 
-def cost_matrix(logits: torch.Tensor, tokens: torch.Tensor, target: dict, matcher: HungarianMatcher) -> torch.Tensor:
+def cost_matrix(
+    logits: torch.Tensor, tokens: torch.Tensor, target: dict, matcher: HungarianMatcher
+) -> torch.Tensor:
     """[Q, N] costs of one image, written out in float64."""
     prob = logits.double().softmax(-1)[:, target["labels"]]
     diff = tokens.double().flatten(1)[:, None] - target["tokens"].double().flatten(1)[None]
@@ -42,8 +44,14 @@ def brute_force_min(cost: torch.Tensor) -> float:
     """Minimum total cost over every injective assignment of min(Q, N) pairs."""
     num_queries, num_parts = cost.shape
     if num_parts <= num_queries:  # part j -> query perm[j]
-        return min(sum(cost[q, j] for j, q in enumerate(p)) for p in itertools.permutations(range(num_queries), num_parts))
-    return min(sum(cost[i, j] for i, j in enumerate(p)) for p in itertools.permutations(range(num_parts), num_queries))
+        return min(
+            sum(cost[q, j] for j, q in enumerate(p))
+            for p in itertools.permutations(range(num_queries), num_parts)
+        )
+    return min(
+        sum(cost[i, j] for i, j in enumerate(p))
+        for p in itertools.permutations(range(num_parts), num_queries)
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))

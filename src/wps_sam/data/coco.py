@@ -235,6 +235,9 @@ def _parse_part(ann: dict, label: int, height: int, width: int, repaired: list[d
     seg, is_polygon, note = _clean_segmentation(ann.get("segmentation"))
     if note:
         repaired.append({**record, "reason": note})
+    if seg is not None and not is_polygon and seg["size"] != [height, width]:
+        reason = f"RLE of size {seg['size']} on a {height}x{width} image; masks are resized to the image"
+        repaired.append({**record, "reason": reason})
     box, box_note = _parse_box(ann.get("bbox"), height, width)
     if box is None and seg is not None:
         x, y, w, h = mask_utils.toBbox(_rle(seg, is_polygon, height, width)).tolist()
@@ -292,8 +295,10 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
             index.repaired.append({"image_id": image_id, "reason": "height/width read from the file"})
         by_id[image_id] = ImageEntry(image_id, file_name, file_path, height, width, [])
     if data["images"] and not by_id:
-        raise DataError(f"none of the {len(data['images'])} images of {path} could be used, e.g. "
-                        f"{index.skipped_images[0]['file_name']!r}: {index.skipped_images[0]['reason']}")
+        raise DataError(
+            f"none of the {len(data['images'])} images of {path} could be used, e.g. "
+            f"{index.skipped_images[0]['file_name']!r}: {index.skipped_images[0]['reason']}"
+        )
 
     for ann in anns:
         image_id, cat_id = _as_int(ann.get("image_id")), _as_int(ann.get("category_id"))
@@ -304,8 +309,9 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
             index.skipped_annotations.append({**record, "reason": f"unknown category id {cat_id}"})
         else:
             entry = by_id[image_id]
-            part = _parse_part({**ann, "image_id": image_id}, label_of[cat_id], entry.height, entry.width,
-                               index.repaired)
+            part = _parse_part(
+                {**ann, "image_id": image_id}, label_of[cat_id], entry.height, entry.width, index.repaired
+            )
             if isinstance(part, str):
                 index.skipped_annotations.append({**record, "reason": part})
             else:
@@ -313,10 +319,15 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
     index.images = list(by_id.values())
     skipped = len(index.skipped_images) + len(index.skipped_annotations)
     if skipped:
-        logger.warning("%s: skipped %d image(s) and %d annotation(s); see the index's records", path,
-                       len(index.skipped_images), len(index.skipped_annotations))
-    logger.info("%s: %d images, %d parts, %d classes", path, len(index.images), index.num_parts,
-                index.num_classes)
+        logger.warning(
+            "%s: skipped %d image(s) and %d annotation(s); see the index's records",
+            path,
+            len(index.skipped_images),
+            len(index.skipped_annotations),
+        )
+    logger.info(
+        "%s: %d images, %d parts, %d classes", path, len(index.images), index.num_parts, index.num_classes
+    )
     return index
 
 

@@ -59,8 +59,11 @@ class PartSegmentationDataset(Dataset):
         if with_masks and not index.has_masks:
             parts = [p for entry in index.images for p in entry.parts]
             missing = sum(p.segmentation is None for p in parts)
-            what = "no segmentation masks" if missing == len(parts) else (
-                f"no segmentation masks for {missing} of {len(parts)} parts")
+            what = (
+                "no segmentation masks"
+                if missing == len(parts)
+                else (f"no segmentation masks for {missing} of {len(parts)} parts")
+            )
             raise DataError(f"split '{index.split}' of {index.root} has {what}; evaluation needs masks")
         self.index = index
         self.transform = transform
@@ -80,8 +83,10 @@ class PartSegmentationDataset(Dataset):
             return entry
         if i not in self._rescaled:
             self._rescaled.add(i)
-            reason = (f"json size {entry.height}x{entry.width} differs from the file's {height}x{width}; "
-                      "annotations scaled to the file")
+            reason = (
+                f"json size {entry.height}x{entry.width} differs from the file's {height}x{width}; "
+                "annotations scaled to the file"
+            )
             self.index.repaired.append({"image_id": entry.image_id, "reason": reason})
             logger.warning("%s: %s", entry.path, reason)
         return rescale_entry(entry, height, width)

@@ -47,8 +47,8 @@ class SamTransform:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
         h, w = self.input_size(image.shape[:2])
-        resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+        resized = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        x = torch.from_numpy(resized).permute(2, 0, 1).float()
         x = (x - self.pixel_mean) / self.pixel_std
         return F.pad(x, (0, self.image_size - w, 0, self.image_size - h))
 
@@ -77,7 +77,9 @@ class SamTransform:
         """
         masks_t = torch.as_tensor(np.asarray(masks, dtype=bool))
         if masks_t.ndim != 3 or tuple(masks_t.shape[1:]) != tuple(original_size):
-            raise ValueError(f"expected masks [N, {original_size[0]}, {original_size[1]}], got {tuple(masks_t.shape)}")
+            raise ValueError(
+                f"expected masks [N, {original_size[0]}, {original_size[1]}], got {tuple(masks_t.shape)}"
+            )
         h, w = self.input_size(original_size)
         out = torch.zeros(masks_t.shape[0], self.image_size, self.image_size, dtype=torch.bool)
         if masks_t.shape[0]:

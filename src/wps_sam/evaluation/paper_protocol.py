@@ -112,7 +112,9 @@ class PaperProtocol:
                 f"pred_probs {tuple(pred_probs.shape)} and gt_masks {tuple(gt_masks.shape)} must be [K|N, S, S]"
             )
         if pred_probs.shape[0] > 0 and pred_probs.shape[1:] != gt_masks.shape[1:]:
-            raise ValueError(f"pred_probs {tuple(pred_probs.shape)} and gt_masks {tuple(gt_masks.shape)} differ")
+            raise ValueError(
+                f"pred_probs {tuple(pred_probs.shape)} and gt_masks {tuple(gt_masks.shape)} differ"
+            )
         if pred_labels.shape != pred_probs.shape[:1]:
             raise ValueError(f"pred_labels must be [{pred_probs.shape[0]}], got {tuple(pred_labels.shape)}")
         n = gt_masks.shape[0]

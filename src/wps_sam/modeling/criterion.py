@@ -40,7 +40,9 @@ class SetCriterion(nn.Module):
         super().__init__()
         unknown = set(weight_dict) - set(LOSS_KEYS)
         if unknown:
-            raise ValueError(f"unknown loss name(s) {sorted(unknown)} in weight_dict; known: {list(LOSS_KEYS)}")
+            raise ValueError(
+                f"unknown loss name(s) {sorted(unknown)} in weight_dict; known: {list(LOSS_KEYS)}"
+            )
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)

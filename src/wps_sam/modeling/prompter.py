@@ -17,7 +17,6 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
-from segment_anything.modeling.common import LayerNorm2d
 from torch import Tensor, nn
 
 from .transformer import Transformer
@@ -29,6 +28,26 @@ if TYPE_CHECKING:
 MAX_GRID_SIDE = 16
 # SAM's prompt-embedding width: the channels of its image embedding and of its prompt tokens.
 SAM_EMBED_DIM = 256
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a [B, C, H, W] map (segment-anything's, eps 1e-6).
+
+    Defined here rather than imported so that the prompter does not pull in segment_anything (and
+    torchvision) on import; the parameters are named as SAM's and the official prompter's.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 def default_num_downsample(embed_size: tuple[int, int]) -> int:

@@ -51,17 +51,12 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=16)
-def _upsample_matrix(size: int, k: int) -> np.ndarray:
-    """[size, k] linear interpolation weights from k cells to size pixels (cell centres aligned)."""
-    pos = (np.arange(size, dtype=np.float32) + 0.5) * k / size - 0.5
-    pos = np.clip(pos, 0, k - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, k - 1)
-    w = pos - lo
-    m = np.zeros((size, k), np.float32)
-    m[np.arange(size), lo] += 1 - w
-    m[np.arange(size), hi] += w
-    return m
+def _upsample_index(size: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear upsampling from k cells to size pixels (cell centres aligned): low and high cell index
+    and the weight of the high one, each [size]."""
+    pos = np.clip((np.arange(size, dtype=np.float32) + 0.5) * k / size - 0.5, 0, k - 1)
+    lo = np.floor(pos).astype(np.intp)
+    return lo, np.minimum(lo + 1, k - 1), (pos - lo).astype(np.float32)
 
 
 def smooth_noise(
@@ -69,11 +64,14 @@ def smooth_noise(
 ) -> np.ndarray:
     """Smooth noise in [0, 1], [channels, h, w]: k x k uniform cells bilinearly upsampled to the
     [size, size] canvas, evaluated on ``window`` (rows, cols; default the whole canvas)."""
+    # Gathers rather than two matrix products: BLAS threads stall badly on a shared machine.
     window = window or (slice(0, size), slice(0, size))
-    u = _upsample_matrix(size, k)
+    lo, hi, w = _upsample_index(size, k)
+    rlo, rhi, rw = lo[window[0]], hi[window[0]], w[window[0]][:, None]
+    clo, chi, cw = lo[window[1]], hi[window[1]], w[window[1]]
     cells = rng.random((channels, k, k), dtype=np.float32)
-    rows, cols = u[window[0]], u[window[1]].T
-    return np.stack([rows @ c @ cols for c in cells])
+    rows = cells[:, rlo] * (1 - rw) + cells[:, rhi] * rw  # [C, h, k]
+    return rows[:, :, clo] * (1 - cw) + rows[:, :, chi] * cw
 
 
 def _rotated(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, theta: float) -> tuple[np.ndarray, np.ndarray]:

@@ -100,8 +100,9 @@ def freeze(sam: Sam) -> Sam:
     return sam
 
 
-def build_sam(kind: str, checkpoint: str | Path | None = None, sha256: str | None = None,
-              frozen: bool = True) -> Sam:
+def build_sam(
+    kind: str, checkpoint: str | Path | None = None, sha256: str | None = None, frozen: bool = True
+) -> Sam:
     """Build SAM ``kind`` (``vit_b`` | ``vit_l`` | ``vit_h`` | ``tiny``) and load its weights strictly.
 
     Args:

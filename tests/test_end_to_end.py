@@ -1,0 +1,90 @@
+"""The whole pipeline through the CLI, on CPU, with a tiny SAM written in the official layout."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.data.fixtures import write_part_dataset
+from wps_sam.cli import main
+from wps_sam.export import decode_rle
+
+SMALL_PROMPTER = [
+    "prompter.enc_layers=1", "prompter.dec_layers=2", "prompter.hidden_dim=64", "prompter.nheads=4",
+    "prompter.dim_feedforward=128", "prompter.num_queries=8", "train.warmup_steps=2", "train.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def sam_file(tmp_path_factory, tiny_sam):
+    path = tmp_path_factory.mktemp("sam") / "sam_tiny_random.pth"
+    torch.save(tiny_sam.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parts")
+    write_part_dataset(root, "train", 8, size_range=(40, 72), seed=1)
+    write_part_dataset(root, "val", 3, size_range=(40, 72), seed=2, segmentation="mixed")
+    return root
+
+
+def _losses(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("supervision", ["box", "point"])
+def test_train_eval_predict(tmp_path, sam_file, data_root, supervision):
+    run = tmp_path / f"run-{supervision}"
+    code = main(["train", "--data", str(data_root), "--out", str(run), "--sam-type", "tiny",
+                 "--sam-checkpoint", str(sam_file), "--supervision", supervision, "--max-steps", "24",
+                 "--batch-size", "4", "--lr", "1e-3", "--no-progress", "--set", *SMALL_PROMPTER])
+    assert code == 0
+    for name in ("config.yaml", "model.safetensors", "metrics.jsonl", "resume.pt"):
+        assert (run / name).is_file(), name
+    losses = _losses(run)
+    assert len(losses) == 24
+    assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
+
+    assert main(["eval", str(run), "--data", str(data_root), "--split", "val", "--no-progress"]) == 0
+    result = json.loads((run / "eval-val.json").read_text())
+    for key in ("miou", "macc"):
+        assert 0.0 <= result[key] <= 1.0
+        assert 0.0 <= result["paper_protocol"][key] <= 1.0
+    assert [c["name"] for c in result["per_class"]] == ["background", "part1", "part2", "part3"]
+
+    out = tmp_path / "pred"
+    images = data_root / "images" / "val"
+    (images / "broken.jpg").write_bytes(b"not an image")
+    assert main(["predict", str(run), str(images), "--out", str(out), "--no-progress"]) == 0
+    (images / "broken.jpg").unlink()
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len(predictions["images"]) == 3
+    assert [u["file"].endswith("broken.jpg") for u in predictions["unreadable"]] == [True]
+    for record in predictions["images"]:
+        stem = record["file"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        label_map = np.array(Image.open(out / f"{stem}.png"))
+        assert label_map.shape == (record["height"], record["width"])
+        assert label_map.max() <= 3
+        assert (out / f"{stem}_overlay.png").is_file()
+        for inst in record["instances"]:
+            assert decode_rle(inst["segmentation"]).shape == label_map.shape
+
+
+def test_eval_without_masks_is_one_line(tmp_path, sam_file, capsys):
+    root = tmp_path / "boxes"
+    write_part_dataset(root, "train", 4, segmentation="none", seed=3)
+    write_part_dataset(root, "val", 2, segmentation="none", seed=4)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(run), "--sam-type", "tiny", "--sam-checkpoint",
+                 str(sam_file), "--max-steps", "2", "--batch-size", "2", "--no-progress",
+                 "--set", *SMALL_PROMPTER]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", str(root), "--split", "val", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no segmentation masks" in err
