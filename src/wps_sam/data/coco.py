@@ -126,6 +126,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _as_int(value: Any) -> int | None:
+    if type(value) is int:  # the common case, first: loading runs this per annotation
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return int(value) if float(value).is_integer() else None
@@ -179,7 +181,7 @@ def _clean_segmentation(seg: Any) -> tuple[list | dict | None, bool, str | None]
         return None, False, "unreadable RLE segmentation dropped"
     if not isinstance(seg, list):
         return None, False, f"segmentation of type {type(seg).__name__} dropped"
-    if all(isinstance(v, (int, float)) for v in seg):
+    if isinstance(seg[0], (int, float)):
         seg = [seg]  # some exporters write one flat polygon
     if all(isinstance(s, dict) for s in seg):  # a list of RLEs: merge into one
         rles = [_clean_segmentation(s)[0] for s in seg]
@@ -187,16 +189,19 @@ def _clean_segmentation(seg: Any) -> tuple[list | dict | None, bool, str | None]
             return None, False, "unreadable RLE segmentation dropped"
         merged = mask_utils.merge([_rle(r, False, *r["size"]) for r in rles])
         return {"size": merged["size"], "counts": merged["counts"].decode("ascii")}, False, None
-    polygons = [
-        [float(v) for v in p]
-        for p in seg
-        if isinstance(p, list)
-        and len(p) >= 6
-        and len(p) % 2 == 0
-        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in p)
-    ]
+    polygons = [p for p in seg if _is_polygon(p)]
     note = f"{len(seg) - len(polygons)} degenerate polygon(s) dropped" if len(polygons) < len(seg) else None
     return (polygons, True, note) if polygons else (None, False, note)
+
+
+def _is_polygon(p: Any) -> bool:
+    """A flat list of at least 3 finite (x, y) pairs; shorter ones fool pycocotools (4 values = a box)."""
+    if not isinstance(p, list) or len(p) < 6 or len(p) % 2:
+        return False
+    try:
+        return bool(np.isfinite(np.asarray(p, dtype=np.float64)).all())
+    except (TypeError, ValueError):
+        return False
 
 
 def _rle(segmentation: list | dict, is_polygon: bool, height: int, width: int) -> dict:
@@ -219,19 +224,21 @@ def _parse_box(bbox: Any, height: int, width: int) -> tuple[np.ndarray | None, s
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
         return None, f"bbox of zero area {list(bbox)}"
-    box = np.array([x, y, x + w, y + h], dtype=np.float64)
-    clipped = np.clip(box, 0, [width, height, width, height])
+    box = (x, y, x + w, y + h)
+    clipped = tuple(min(max(v, 0.0), limit) for v, limit in zip(box, (width, height, width, height)))
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         return None, f"bbox {list(bbox)} wholly outside the {width}x{height} image"
-    note = None if np.array_equal(box, clipped) else f"bbox {list(bbox)} clipped to the image"
-    return clipped.astype(np.float32), note
+    note = None if box == clipped else f"bbox {list(bbox)} clipped to the image"
+    return np.array(clipped, dtype=np.float32), note
 
 
-def _parse_part(ann: dict, label: int, height: int, width: int, repaired: list[dict]) -> PartInstance | str:
+def _parse_part(
+    ann: dict, image_id: int, label: int, height: int, width: int, repaired: list[dict]
+) -> PartInstance | str:
     """The part of one annotation, or the reason to skip it."""
     ann_id = _as_int(ann.get("id"))
     ann_id = -1 if ann_id is None else ann_id
-    record = {"image_id": ann["image_id"], "ann_id": ann_id}
+    record = {"image_id": image_id, "ann_id": ann_id}
     seg, is_polygon, note = _clean_segmentation(ann.get("segmentation"))
     if note:
         repaired.append({**record, "reason": note})
@@ -302,20 +309,20 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
 
     for ann in anns:
         image_id, cat_id = _as_int(ann.get("image_id")), _as_int(ann.get("category_id"))
-        record = {"image_id": ann.get("image_id"), "ann_id": ann.get("id")}
-        if image_id not in by_id:
-            index.skipped_annotations.append({**record, "reason": f"unknown or skipped image id {image_id}"})
+        entry = by_id.get(image_id)
+        if entry is None:
+            reason = f"unknown or skipped image id {ann.get('image_id')!r}"
         elif cat_id not in label_of:
-            index.skipped_annotations.append({**record, "reason": f"unknown category id {cat_id}"})
+            reason = f"unknown category id {ann.get('category_id')!r}"
         else:
-            entry = by_id[image_id]
-            part = _parse_part(
-                {**ann, "image_id": image_id}, label_of[cat_id], entry.height, entry.width, index.repaired
-            )
-            if isinstance(part, str):
-                index.skipped_annotations.append({**record, "reason": part})
-            else:
+            part = _parse_part(ann, image_id, label_of[cat_id], entry.height, entry.width, index.repaired)
+            if isinstance(part, PartInstance):
                 entry.parts.append(part)
+                continue
+            reason = part
+        index.skipped_annotations.append(
+            {"image_id": ann.get("image_id"), "ann_id": ann.get("id"), "reason": reason}
+        )
     index.images = list(by_id.values())
     skipped = len(index.skipped_images) + len(index.skipped_annotations)
     if skipped:

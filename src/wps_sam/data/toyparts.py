@@ -123,24 +123,26 @@ def _jitter(rng: np.random.Generator, look: _Look) -> _Look:
 def _paint(rng: np.random.Generator, look: _Look, sl: tuple[slice, slice]) -> np.ndarray:
     """The texture over the image window ``sl``: hxwx3 float32."""
     h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+    c1 = look.c1.astype(np.float32)
     if look.kind == "flat":
-        return np.broadcast_to(look.c1.astype(np.float32), (h, w, 3))
-    ys = np.arange(sl[0].start, sl[0].stop, dtype=np.float32)[:, None]
-    xs = np.arange(sl[1].start, sl[1].stop, dtype=np.float32)[None, :]
-    c, s = np.cos(np.deg2rad(look.angle)), np.sin(np.deg2rad(look.angle))
-    along, across = xs * c + ys * s, ys * c - xs * s
-    if look.kind == "gradient":
-        t = np.clip((along - along.min()) / max(float(np.ptp(along)), 1.0), 0, 1)
-    elif look.kind == "stripes":
-        t = (np.sin(along * (2 * np.pi / look.period)) > 0).astype(np.float32)
-    elif look.kind == "checker":
-        t = ((np.floor(along / look.period) + np.floor(across / look.period)) % 2).astype(np.float32)
-    else:  # value noise: spots are its upper half, noise all of it
-        grid = rng.random((int(h / look.period) + 2, int(w / look.period) + 2)).astype(np.float32)
+        return np.broadcast_to(c1, (h, w, 3))
+    if look.kind in ("spots", "noise"):  # value noise: spots are its upper half
+        grid = rng.random((int(h / look.period) + 2, int(w / look.period) + 2), dtype=np.float32)
         t = np.asarray(Image.fromarray(grid, mode="F").resize((w, h), Image.BILINEAR))
         t = (t > 0.55).astype(np.float32) if look.kind == "spots" else t
-    t = np.broadcast_to(t, (h, w))[..., None]
-    return (look.c1 + t * (look.c2 - look.c1)).astype(np.float32)
+    else:
+        c, s = np.cos(np.deg2rad(look.angle)), np.sin(np.deg2rad(look.angle))
+        ys = np.arange(sl[0].start, sl[0].stop, dtype=np.float32)[:, None]
+        xs = np.arange(sl[1].start, sl[1].stop, dtype=np.float32)[None, :]
+        along = xs * c + ys * s
+        if look.kind == "gradient":
+            t = (along - along.min()) / max(float(along.max() - along.min()), 1.0)
+        elif look.kind == "stripes":
+            t = np.sin(along * (2 * np.pi / look.period)) > 0
+        else:  # checker
+            t = (np.floor(along / look.period) + np.floor((ys * c - xs * s) / look.period)) % 2
+    t = np.broadcast_to(t, (h, w))[..., None].astype(np.float32)
+    return t * (look.c2 - look.c1).astype(np.float32) + c1
 
 
 def _clutter(rng: np.random.Generator, size: int, big: bool = False) -> np.ndarray:
@@ -262,12 +264,12 @@ def _count_probs(max_objects: int) -> np.ndarray:
 def _finish(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """Light falling across the scene, sensor noise and sometimes a little blur."""
     size = image.shape[0]
-    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    c, s = np.cos(rng.uniform(0, 2 * np.pi)), np.sin(rng.uniform(0, 2 * np.pi))
-    light = 1 + rng.uniform(0, 0.4) * (ramp[None, :] * c + ramp[:, None] * s)
-    noise = rng.standard_normal((size, size, 1), dtype=np.float32) * rng.uniform(2, 8)
-    image = image * light[..., None] + noise
-    out = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32) * np.float32(rng.uniform(0, 0.4))
+    deg = rng.uniform(0, 2 * np.pi)
+    light = 1 + (ramp[None, :] * np.cos(deg) + ramp[:, None] * np.sin(deg))
+    image *= light[..., None]
+    image += rng.standard_normal((size, size, 1), dtype=np.float32) * np.float32(rng.uniform(2, 8))
+    out = Image.fromarray(np.clip(image, 0, 255, out=image).astype(np.uint8))
     if rng.random() < 0.5:
         out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
     return np.asarray(out)

@@ -150,8 +150,8 @@ class _Drawing:
 
 def _quadruped(d: _Drawing) -> None:
     bl, bh = d.u(0.8, 1.0), d.u(0.28, 0.4)
-    tail = curve((-bl * 0.46, -bh * 0.15), d.u(150, 230), d.u(0.2, 0.45), d.u(-90, 90))
-    d.add("Tail", tube(tail, np.linspace(d.u(0.03, 0.06), 0.015, len(tail))))
+    tail = curve((-bl * 0.46, -bh * 0.15), d.u(150, 230), d.u(0.25, 0.45), d.u(-90, 90))
+    d.add("Tail", tube(tail, np.linspace(d.u(0.045, 0.075), 0.025, len(tail))))
     leg_r, hip_y = d.u(0.045, 0.065), bh * 0.2
     for near in (False, True):
         for x in (bl * 0.32, -bl * 0.3):
@@ -173,7 +173,7 @@ def _biped(d: _Drawing) -> None:
     tw, th = d.u(0.22, 0.3), d.u(0.36, 0.46)
     if d.p(0.35):
         tail = curve((0, th * 0.35), d.u(20, 160), d.u(0.25, 0.4), d.u(-120, 120))
-        d.add("Tail", tube(tail, np.linspace(0.035, 0.015, len(tail))))
+        d.add("Tail", tube(tail, np.linspace(0.05, 0.025, len(tail))))
     for s in (-1, 1):
         a1 = 90 - s * d.u(-5, 25)
         lengths = (d.u(0.2, 0.26), d.u(0.18, 0.24))
@@ -291,7 +291,7 @@ def _car(d: _Drawing) -> None:
         d.add("Tier", ellipse((x, -0.01), r, r))
         d.add("Tier", ellipse((x, -0.01), r * 0.55, r * 0.55), look="hub")
     mc = np.array([cb1 - 0.04, -hb - 0.02])
-    mw, mh = d.u(0.06, 0.08), d.u(0.04, 0.055)
+    mw, mh = d.u(0.08, 0.11), d.u(0.055, 0.075)
     d.add("Side Mirror", np.array([mc + (-mw / 2, mh / 2), mc + (-mw / 2, -mh / 2), mc + (mw / 2, -mh * 0.3), mc + (mw / 2, mh / 2)]))
 
 
@@ -315,8 +315,8 @@ def _bicycle(d: _Drawing) -> None:
     d.add("Head", capsule(head_lo, front, r * 0.8), capsule(head, bar, r * 0.8))
     d.add("Head", tube(curve(bar + (-0.05, 0.0), 0, d.u(0.12, 0.16), d.u(-90, 90), k=5), 0.02))
     sc = seat + (-0.01, -d.u(0.06, 0.1))
-    d.add("Seat", capsule(seat, sc, 0.016))
-    d.add("Seat", np.array([sc + (-0.09, -0.03), sc + (0.06, -0.015), sc + (0.06, 0.01), sc + (-0.07, 0.03)]))
+    d.add("Seat", capsule(seat, sc, 0.02))
+    d.add("Seat", np.array([sc + (-0.11, -0.035), sc + (0.07, -0.02), sc + (0.07, 0.015), sc + (-0.09, 0.04)]))
 
 
 def _boat(d: _Drawing) -> None:

@@ -48,9 +48,12 @@ class SamTransform:
             raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
         h, w = self.input_size(image.shape[:2])
         resized = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        x = torch.from_numpy(resized).permute(2, 0, 1).float()
-        x = (x - self.pixel_mean) / self.pixel_std
-        return F.pad(x, (0, self.image_size - w, 0, self.image_size - h))
+        # Normalise in place inside a zero canvas: the same float32 ops as Sam.preprocess, one buffer.
+        out = torch.zeros(3, self.image_size, self.image_size)
+        view = out[:, :h, :w]
+        view.copy_(torch.from_numpy(resized).permute(2, 0, 1))
+        view.sub_(self.pixel_mean).div_(self.pixel_std)
+        return out
 
     def apply_points(self, points: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         """[N, 2] (X, Y) original frame -> [N, 2] float32 input frame."""

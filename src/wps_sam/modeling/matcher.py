@@ -76,9 +76,9 @@ class HungarianMatcher(nn.Module):
             # As DETR, the class cost approximates the NLL by 1 - p[label], dropping the constant 1
             # (it does not change the assignment). Unlike -log p it is bounded, so a confidently wrong
             # query costs at most cost_class more and cannot swamp the token distance.
-            cost_class = -prob[:, tgt_ids]  # [B*Q, sum N]
-            cost_token = torch.cdist(out_tokens, tgt_tokens)  # [B*Q, sum N]
-            cost = self.cost_class * cost_class + self.cost_token * cost_token
+            class_cost = -prob[:, tgt_ids]  # [B*Q, sum N]
+            token_cost = torch.cdist(out_tokens, tgt_tokens)  # [B*Q, sum N]
+            cost = self.cost_class * class_cost + self.cost_token * token_cost
 
         cost = cost.view(batch, num_queries, -1).cpu()
         if not torch.isfinite(cost).all():
