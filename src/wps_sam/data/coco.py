@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,7 +343,11 @@ def instance_mask(part: PartInstance, height: int, width: int) -> np.ndarray:
     """Bool [height, width] mask of ``part`` (polygons merged; RLE of another size resized nearest)."""
     if part.segmentation is None:
         raise DataError(f"part {part.ann_id} has no segmentation")
-    mask = mask_utils.decode(_rle(part.segmentation, part.is_polygon, height, width)).astype(bool)
+    rle = _rle(part.segmentation, part.is_polygon, height, width)
+    with warnings.catch_warnings():
+        # pycocotools' Cython decode trips NumPy 2's __array__(copy=) deprecation on every call.
+        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+        mask = mask_utils.decode(rle).astype(bool)
     if mask.shape != (height, width):
         rows = ((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64)
         cols = ((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.int64)
