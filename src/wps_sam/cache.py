@@ -13,9 +13,10 @@ computed at every training start; a re-encoded file with identical pixels only c
 
 **Storage.** float16 ``.npy`` shards of up to ``shard_rows`` rows [256, h, w], read through
 ``np.load(mmap_mode="r")``. numpy has no bfloat16, and float16 is the better 16-bit format here:
-SAM's neck ends in a ``LayerNorm2d``, so every value is bounded by ``sqrt(256) * max|w| + max|b|``
-(checked at build time, far below float16's 65504), and float16 keeps 3 more mantissa bits than
-bf16 (relative rounding error 2**-11; embeddings computed in bf16 convert to float16 exactly).
+SAM's neck ends in a ``LayerNorm2d``, so a value is at most ``sqrt(255) * max|w| + max|b|`` (16 for
+unit weights; random tiny SAM embeddings peak at about 4.5), far inside float16's range (65504,
+checked on every write), and float16 keeps 3 more mantissa bits than bf16 (relative rounding error
+at most 2**-11 above 6e-5, absolute at most 3e-8 below; bf16 values above 6e-5 convert exactly).
 Each shard has a ``.keys.json`` beside it, the shard's slice of the index, written atomically
 *after* the shard: a shard without its keys file was never committed and is ignored. The index is the
 union of the keys files, so ranks building in parallel never write the same file.
@@ -234,7 +235,7 @@ class EmbeddingCache:
             self._write_shard(keys[start : start + len(batch)], iter([batch]), tuple(batch.shape[1:]), rank)
 
     def _write_shard(self, keys: Sequence[str], batches: Iterable[Tensor], shape: tuple[int, ...],
-                     rank: int) -> None:
+                     rank: int, on_batch: Callable[[int], Any] | None = None) -> None:
         """Stream ``batches`` (rows of ``keys``, in order) into one shard, then commit its keys file."""
         name = f"r{rank:03d}-{uuid.uuid4().hex[:16]}"
         header = {"descr": np.lib.format.dtype_to_descr(STORE_DTYPE), "fortran_order": False,
@@ -251,6 +252,8 @@ class EmbeddingCache:
                     raise DataError(f"embedding values reach {peak}: not storable in float16")
                 f.write(batch.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
                 rows += len(batch)
+                if on_batch is not None:
+                    on_batch(len(batch))
             if rows != len(keys):
                 raise ValueError(f"got {rows} embeddings for {len(keys)} keys")
 
@@ -285,27 +288,21 @@ class EmbeddingCache:
         from torch.utils.data import DataLoader
         from tqdm import tqdm
 
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # key -> first position
+        first: dict[str, int] = {}  # distinct key -> its first position in ``keys``
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
         todo = [first[k] for k in owned(list(first), rank, world_size) if k not in self._index]
         if not todo:
             return 0
-        bar = tqdm(total=len(todo), desc=f"embedding cache (rank {rank})" if world_size > 1 else "embedding cache",
-                   disable=not progress, dynamic_ncols=True, unit="img")
+        desc = f"embedding cache (rank {rank})" if world_size > 1 else "embedding cache"
+        bar = tqdm(total=len(todo), desc=desc, disable=not progress, dynamic_ncols=True, unit="img")
         for start in range(0, len(todo), self.shard_rows):
             chunk = todo[start : start + self.shard_rows]
             loader = DataLoader(_Indexed(load, chunk), batch_size=batch_size, num_workers=num_workers)
-            state: dict[str, Any] = {}
-
-            def batches(loader: DataLoader = loader, state: dict[str, Any] = state) -> Iterable[Tensor]:
-                for images in loader:
-                    out = encode(images)
-                    state["shape"] = tuple(out.shape[1:])
-                    bar.update(len(images))
-                    yield out
-
-            stream = batches()
-            head = next(stream)  # the shard header needs the embedding shape
-            self._write_shard([keys[i] for i in chunk], _chain(head, stream), state["shape"], rank)
+            embeddings = (encode(images) for images in loader)
+            head = next(embeddings)  # the shard's header needs the embedding shape
+            self._write_shard([keys[i] for i in chunk], _chain(head, embeddings), tuple(head.shape[1:]),
+                              rank, on_batch=bar.update)
         bar.close()
         return len(todo)
 
@@ -417,6 +414,80 @@ def collate_cached(batch: list[dict[str, Any]]) -> dict[str, Any]:
     if all("embedding" in item for item in batch):
         out["embeddings"] = torch.stack([item["embedding"] for item in batch])
     return out
+
+
+def cache_dataset(
+    dataset: PartSegmentationDataset,
+    cache: EmbeddingCache,
+    encode: Callable[[Tensor], Tensor],
+    context: CacheContext,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> list[str]:
+    """Make sure every image of ``dataset`` is cached; returns the keys, one per image.
+
+    Under torchrun every rank calls this: each encodes its share (:meth:`EmbeddingCache.build`),
+    then all wait for each other and re-read the index.
+    """
+    from .engine.distributed import barrier, get_rank, get_world_size
+
+    if context.image_size != dataset.transform.image_size:
+        raise ValueError(f"context is for {context.image_size} px inputs, the data set makes "
+                         f"{dataset.transform.image_size} px")
+    keys = dataset_keys(dataset, context)
+    rank, world_size = get_rank(), get_world_size()
+    done = cache.build(keys, ImageLoader(dataset), encode, batch_size, rank, world_size, num_workers,
+                       progress and rank == 0)
+    barrier()
+    cache.refresh()
+    logger.info("embedding cache %s: %d images, %d encoded by rank %d", cache.root, len(keys), done, rank)
+    return keys
+
+
+def precompute_cache(
+    data_root: str | Path,
+    split: str,
+    cache_dir: str | Path,
+    sam_type: str = "vit_b",
+    sam_checkpoint: str | None = None,
+    sam_sha256: str | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    num_workers: int = 0,
+    dtype: str = "auto",
+    compile: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``wps-sam cache``: encode every image of ``split`` into the cache at ``cache_dir``.
+
+    ``dtype``: ``auto`` (bf16 on CUDA, float32 on the CPU), ``bf16``, ``fp16`` or ``fp32``; it is
+    part of the key, so training must use the same. Returns a summary (images, encoded, cache size).
+    """
+    from .data.coco import load_split
+    from .data.datasets import PartSegmentationDataset
+    from .data.transforms import SamTransform
+    from .engine.distributed import init_distributed
+    from .engine.trainer import resolve_device
+    from .sam.backbones import build_sam
+    from .sam.encoder import EncoderRunner
+
+    rank, _, local_rank = init_distributed()
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    dtypes = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    sam = build_sam(sam_type, sam_checkpoint, sha256=sam_sha256)
+    runner = EncoderRunner(sam.image_encoder.to(dev), dtype=dtypes[dtype], compile=compile)
+    context = CacheContext(sam_fingerprint(sam), sam.image_encoder.img_size, runner.precision)
+    dataset = PartSegmentationDataset(load_split(data_root, split), SamTransform(context.image_size))
+    cache = EmbeddingCache(cache_dir)
+    before = len(cache)
+    keys = cache_dataset(dataset, cache, runner, context, batch_size, num_workers, progress)
+    return {"images": len(keys), "encoded": len(cache) - before, "cached_total": len(cache),
+            "cache_dir": str(cache.root), "context": asdict(context), "rank": rank}
 
 
 def clear_cache(root: str | Path) -> None:

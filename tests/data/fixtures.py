@@ -14,6 +14,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
 
+from wps_sam.data.coco import PartInstance, instance_mask
+
 SEGMENTATIONS = ("polygon", "rle", "rle_uncompressed", "none", "mixed")
 
 
@@ -36,10 +38,10 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
 def _encode(polygons: list[list[float]], height: int, width: int, kind: str) -> list | dict:
     if kind == "polygon":
         return polygons
-    mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)))
+    mask = instance_mask(PartInstance(0, 0, np.zeros(4, np.float32), polygons, True), height, width)
     if kind == "rle_uncompressed":
-        return uncompressed_rle(mask.astype(bool))
-    rle = mask_utils.encode(np.asfortranarray(mask))
+        return uncompressed_rle(mask)
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 

@@ -11,9 +11,10 @@ The output has PartImageNet's layout::
     DIR/annotations/<split>/<split>.json      COCO: images, annotations, categories
 
 with one annotation per (object, part class) holding the *visible* pixels of that part (several
-pieces give a multi-polygon), category ids 0..39 in PartImageNet's order, polygons in pixel-corner
-coordinates that pycocotools rasterises back to exactly the visible mask (COCO RLE where a polygon
-cannot: a part with a hole). Generation is deterministic: image ``i`` of ``split`` is drawn from a
+pieces give a multi-polygon), category ids 0..39 in PartImageNet's order, and polygons in pixel-corner
+coordinates that pycocotools rasterises back to exactly the visible mask (a piece with a hole is cut
+in two; COCO RLE is only a safety net, never needed so far). Image and annotation ids start at 1.
+Generation is deterministic: image ``i`` of ``split`` is drawn from a
 generator seeded with ``(seed, crc32(split), i)``, so splits never share images, the same arguments
 give byte-identical files, and images could be drawn in parallel.
 """
@@ -41,6 +42,7 @@ __all__ = [
     "SUPERCATEGORIES",
     "Scene",
     "ToyPartsConfig",
+    "annotate_scene",
     "generate_toyparts",
     "mask_to_polygons",
     "render_scene",
@@ -69,13 +71,18 @@ class ToyPartsConfig:
     def __post_init__(self) -> None:
         if self.size < 32:
             raise ConfigError(f"toyparts.size must be at least 32 pixels, got {self.size}")
+        # These bounds keep a scene within the 255 labels and looks of its 8-bit layers.
         if not 1 <= self.max_objects <= 8:
             raise ConfigError(f"toyparts.max_objects must be in 1..8, got {self.max_objects}")
         if not 0 <= self.clutter[0] <= self.clutter[1] <= 40:
-            raise ConfigError(f"toyparts.clutter must be (min, max) with 0 <= min <= max <= 40, got {self.clutter}")
+            raise ConfigError(
+                f"toyparts.clutter must be (min, max) with 0 <= min <= max <= 40, got {self.clutter}"
+            )
         unknown = sorted(set(self.supercategories) - set(SUPERCATEGORIES))
         if unknown or not self.supercategories:
-            raise ConfigError(f"toyparts.supercategories: unknown or empty {unknown}; known: {list(SUPERCATEGORIES)}")
+            raise ConfigError(
+                f"toyparts.supercategories: unknown or empty {unknown}; known: {list(SUPERCATEGORIES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,9 @@ def _random_look(rng: np.random.Generator, dark: bool = False) -> _Look:
 def _jitter(rng: np.random.Generator, look: _Look) -> _Look:
     """The same texture, a little lighter or darker: parts of a one-coloured animal."""
     f = rng.uniform(0.75, 1.25)
-    return _Look(look.kind, np.clip(look.c1 * f, 0, 255), np.clip(look.c2 * f, 0, 255), look.period, look.angle)
+    return _Look(
+        look.kind, np.clip(look.c1 * f, 0, 255), np.clip(look.c2 * f, 0, 255), look.period, look.angle
+    )
 
 
 def _paint(rng: np.random.Generator, look: _Look, sl: tuple[slice, slice]) -> np.ndarray:
@@ -148,7 +157,7 @@ def _paint(rng: np.random.Generator, look: _Look, sl: tuple[slice, slice]) -> np
 def _clutter(rng: np.random.Generator, size: int, big: bool = False) -> np.ndarray:
     """A distractor that is no part: a blob, a stick, a jagged polygon or a bar (Kx2 pixels)."""
     c = rng.uniform(0, size, 2)
-    r = size * rng.uniform(0.1, 0.25) if big else size * rng.uniform(0.03, 0.15)
+    r = size * rng.uniform(0.07, 0.16) if big else size * rng.uniform(0.03, 0.15)
     kind = rng.integers(4)
     if kind == 0:  # blob
         t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
@@ -195,65 +204,77 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(w, 0) * max(h, 0) / max(small, 1e-9))
 
 
+class _Canvas:
+    """The two layers a scene is painted into, in painter's order: part labels and looks."""
+
+    def __init__(self, size: int, background: _Look) -> None:
+        self.labels, self.look_ids = Image.new("L", (size, size)), Image.new("L", (size, size))
+        self._draw_label, self._draw_look = ImageDraw.Draw(self.labels), ImageDraw.Draw(self.look_ids)
+        self.looks: list[_Look] = [background]  # look id k paints with looks[k]
+        self.parts: list[tuple[int, str]] = []  # label k marks parts[k - 1]
+
+    def look(self, look: _Look) -> int:
+        self.looks.append(look)
+        return len(self.looks) - 1
+
+    def label(self, obj: int, name: str) -> int:
+        if (obj, name) not in self.parts:
+            self.parts.append((obj, name))
+        return self.parts.index((obj, name)) + 1
+
+    def fill(self, poly: np.ndarray, look: int, label: int | None) -> None:
+        """Fill the Kx2 pixel polygon with ``look``; with ``label`` too unless None (label untouched)."""
+        xy = poly.ravel().tolist()
+        self._draw_look.polygon(xy, fill=look)
+        if label is not None:
+            self._draw_label.polygon(xy, fill=label)
+
+
+def _add_object(
+    rng: np.random.Generator, canvas: _Canvas, config: ToyPartsConfig, obj: int, n: int, boxes: list
+) -> None:
+    """Draw object ``obj`` of ``n``: a random super-category, pose, place and texture per part."""
+    sup = config.supercategories[int(rng.integers(len(config.supercategories)))]
+    prims = draw_object(rng, sup)
+    max_deg, lying = POSE[sup]
+    turn = rng.uniform(-max_deg, max_deg) + (90 * rng.choice([-1, 1]) if rng.random() < lying else 0)
+    rot = rotation(turn) * np.array([-1.0 if rng.random() < 0.5 else 1.0, 1.0])  # mirror x, then turn
+    scale, offset = _place(rng, np.concatenate([p.poly for p in prims]) @ rot.T, config.size, n, boxes)
+    shared = _random_look(rng) if rng.random() < config.shared_look_prob else None
+    looks: dict[str, int] = {}
+    for prim in prims:
+        if prim.look not in looks:
+            if prim.look in ("eye", "window"):
+                looks[prim.look] = canvas.look(_random_look(rng, dark=True))
+            elif shared is not None and prim.look == prim.part:
+                looks[prim.look] = canvas.look(_jitter(rng, shared))
+            else:
+                looks[prim.look] = canvas.look(_random_look(rng))
+        label = canvas.label(obj, f"{sup} {prim.part}")
+        canvas.fill(prim.poly @ rot.T * scale + offset, looks[prim.look], label)
+
+
 def render_scene(config: ToyPartsConfig, split: str, index: int) -> Scene:
     """Draw image ``index`` of ``split``: deterministic in (config, split, index)."""
     rng = np.random.default_rng([config.seed, zlib.crc32(split.encode()), index])
     size = config.size
-    labels, looks_map = Image.new("L", (size, size)), Image.new("L", (size, size))
-    draw_label, draw_look = ImageDraw.Draw(labels), ImageDraw.Draw(looks_map)
-    looks: list[_Look] = [_random_look(rng)]
-
-    def fill(poly: np.ndarray, look: _Look | int, label: int | None) -> None:
-        if isinstance(look, _Look):
-            looks.append(look)
-            look = len(looks) - 1
-        draw_look.polygon(poly.ravel().tolist(), fill=look)
-        if label is not None:
-            draw_label.polygon(poly.ravel().tolist(), fill=label)
-
+    canvas = _Canvas(size, _random_look(rng))
     for _ in range(int(rng.integers(config.clutter[0], config.clutter[1] + 1))):
-        fill(_clutter(rng, size), _random_look(rng), None)
-
+        canvas.fill(_clutter(rng, size), canvas.look(_random_look(rng)), None)
     n = int(rng.choice(np.arange(1, config.max_objects + 1), p=_count_probs(config.max_objects)))
-    parts: list[tuple[int, str]] = []
     boxes: list[np.ndarray] = []
     for obj in range(n):
-        sup = config.supercategories[int(rng.integers(len(config.supercategories)))]
-        prims = draw_object(rng, sup)
-        max_deg, lying = POSE[sup]
-        turn = rng.uniform(-max_deg, max_deg) + (90 * rng.choice([-1, 1]) if rng.random() < lying else 0)
-        flip = np.array([-1.0 if rng.random() < 0.5 else 1.0, 1.0])
-        rot = rotation(turn) * flip  # mirror x first, then turn
-        scale, offset = _place(rng, np.concatenate([p.poly for p in prims]) @ rot.T, size, n, boxes)
-        shared = _random_look(rng) if rng.random() < config.shared_look_prob else None
-        obj_looks: dict[str, int] = {}
-        for prim in prims:
-            if prim.look not in obj_looks:
-                if prim.look in ("eye", "window"):
-                    look = _random_look(rng, dark=True)
-                elif shared is not None and prim.look == prim.part:
-                    look = _jitter(rng, shared)
-                else:
-                    look = _random_look(rng)
-                looks.append(look)
-                obj_looks[prim.look] = len(looks) - 1
-            name = f"{sup} {prim.part}"
-            if (obj, name) not in parts:
-                parts.append((obj, name))
-            fill(prim.poly @ rot.T * scale + offset, obj_looks[prim.look], parts.index((obj, name)) + 1)
-
+        _add_object(rng, canvas, config, obj, n, boxes)
     if rng.random() < config.occluder_prob:
         for _ in range(int(rng.integers(1, 3))):
-            fill(_clutter(rng, size, big=True), _random_look(rng), 0)
-    if len(looks) > 255 or len(parts) > 255:
-        raise ConfigError("toyparts: more than 255 looks or parts in one image; lower max_objects or clutter")
+            canvas.fill(_clutter(rng, size, big=True), canvas.look(_random_look(rng)), 0)
 
-    look_ids = np.asarray(looks_map)
-    image = np.array(_paint(rng, looks[0], (slice(0, size), slice(0, size))))
+    look_ids = np.asarray(canvas.look_ids)
+    image = np.array(_paint(rng, canvas.looks[0], (slice(0, size), slice(0, size))))
     for k, sl in enumerate(ndimage.find_objects(look_ids), start=1):
         if sl is not None:
-            np.copyto(image[sl], _paint(rng, looks[k], sl), where=(look_ids[sl] == k)[..., None])
-    return Scene(_finish(rng, image), np.asarray(labels).copy(), parts)
+            np.copyto(image[sl], _paint(rng, canvas.looks[k], sl), where=(look_ids[sl] == k)[..., None])
+    return Scene(_finish(rng, image), np.asarray(canvas.labels).copy(), canvas.parts)
 
 
 def _count_probs(max_objects: int) -> np.ndarray:
@@ -340,8 +361,11 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[int]]:
     return mask_to_polygons(mask[:, :cut]) + right
 
 
-def _annotations(scene: Scene, image_id: int, first_id: int, min_area: int) -> list[dict]:
-    """COCO annotations of the visible parts of ``scene``, one per (object, part class)."""
+def annotate_scene(scene: Scene, image_id: int, first_id: int, min_area: int = 20) -> list[dict]:
+    """COCO annotations of the visible parts of ``scene``, one per (object, part class).
+
+    Ids count up from ``first_id``; parts with fewer than ``min_area`` visible pixels are left out.
+    """
     from pycocotools import mask as mask_utils
 
     anns = []
@@ -361,7 +385,10 @@ def _annotations(scene: Scene, image_id: int, first_id: int, min_area: int) -> l
             segmentation: list | dict = [np.add(p, np.tile([x0, y0], len(p) // 2)).tolist() for p in polys]
         else:  # never seen; kept so that masks are exact whatever happens
             full = np.asfortranarray(scene.labels == k, dtype=np.uint8)
-            segmentation = {"size": list(full.shape), "counts": mask_utils.encode(full)["counts"].decode("ascii")}
+            segmentation = {
+                "size": list(full.shape),
+                "counts": mask_utils.encode(full)["counts"].decode("ascii"),
+            }
         anns.append(
             {
                 "id": first_id + len(anns),
@@ -376,7 +403,9 @@ def _annotations(scene: Scene, image_id: int, first_id: int, min_area: int) -> l
     return anns
 
 
-def write_toyparts(out: str | Path, train: int, val: int, config: ToyPartsConfig, progress: bool = False) -> dict:
+def write_toyparts(
+    out: str | Path, train: int, val: int, config: ToyPartsConfig, progress: bool = False
+) -> dict:
     """Write a ToyParts data set under ``out`` (see the module docstring); returns a summary."""
     from tqdm import tqdm
 
@@ -395,13 +424,15 @@ def write_toyparts(out: str | Path, train: int, val: int, config: ToyPartsConfig
             Image.fromarray(scene.image).save(buf, format="JPEG", quality=config.jpeg_quality)
             (image_dir / name).write_bytes(buf.getvalue())
             images.append({"id": index + 1, "file_name": name, "height": config.size, "width": config.size})
-            anns += _annotations(scene, index + 1, len(anns) + 1, config.min_area)
+            anns += annotate_scene(scene, index + 1, len(anns) + 1, config.min_area)
             bar.update()
         info = {"description": "ToyParts, a synthetic PartImageNet-style part data set", "version": "1.0"}
         info.update(seed=config.seed, size=config.size, split=split)
         coco = {"info": info, "images": images, "annotations": anns, "categories": categories}
         # The json goes last and atomically: once it exists, every image it names is complete.
-        atomic_write_text(out / "annotations" / split / f"{split}.json", json.dumps(coco, separators=(",", ":")))
+        atomic_write_text(
+            out / "annotations" / split / f"{split}.json", json.dumps(coco, separators=(",", ":"))
+        )
         summary["splits"][split] = {"images": len(images), "annotations": len(anns)}
         logger.info("toyparts %s: %d images, %d annotations", split, len(images), len(anns))
     bar.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def ellipse(c: np.ndarray, rx: float, ry: float, deg: float = 0.0, n: int = 24) 
     return np.asarray(c, float) + (pts if deg == 0.0 else pts @ rotation(deg).T)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _circle(n: int) -> tuple[np.ndarray, np.ndarray]:
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     return np.cos(t), np.sin(t)
@@ -117,6 +117,11 @@ def curve(start: np.ndarray, deg: float, length: float, bend: float, k: int = 10
     return np.concatenate([np.asarray(start, float)[None], start + np.cumsum(steps, axis=0)])
 
 
+def box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """Axis-aligned rectangle from corner (x0, y0) to corner (x1, y1)."""
+    return np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], float)
+
+
 def limb(
     start: np.ndarray, degs: tuple[float, ...], lengths: tuple[float, ...], r: float
 ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -141,7 +146,8 @@ class _Drawing:
     def p(self, prob: float) -> bool:
         return bool(self.r.random() < prob)
 
-    def add(self, part: str, *polys: np.ndarray, look: str | None = None) -> None:
+    def add(self, part: str, *polys: np.ndarray | list, look: str | None = None) -> None:
+        """Paint ``polys`` (Kx2 arrays or lists of points) as ``part``, in the part's look or ``look``."""
         self.prims += [Prim(part, look or part, np.asarray(q, float)) for q in polys]
 
     def eye(self, part: str, c: np.ndarray, r: float) -> None:
@@ -164,7 +170,7 @@ def _quadruped(d: _Drawing) -> None:
     d.add("Body", capsule((bl * 0.36, -bh * 0.1), hc, bh * 0.3, bh * 0.2))
     hd, rx, ry = d.u(-20, 45), d.u(0.1, 0.14), d.u(0.07, 0.1)
     ear = hc + rotation(hd) @ np.array([-rx * 0.4, -ry * 0.6])
-    d.add("Head", np.array([ear + (-0.04, 0), ear + (0.03, 0), ear + (d.u(-0.05, 0.02), -d.u(0.07, 0.12))]))
+    d.add("Head", [ear + (-0.04, 0), ear + (0.03, 0), ear + (d.u(-0.05, 0.02), -d.u(0.07, 0.12))])
     d.add("Head", ellipse(hc, rx, ry, hd), ellipse(hc + unit(hd) * rx * 0.9, rx * 0.6, ry * 0.65, hd))
     d.eye("Head", hc + rotation(hd) @ np.array([rx * 0.3, -ry * 0.35]), 0.018)
 
@@ -201,7 +207,7 @@ def _fish(d: _Drawing) -> None:
     for sign, size in ((-1, d.u(0.06, 0.15)), (1, d.u(0.04, 0.1))):
         x0, x1 = d.u(-0.3, -0.15) * rx / 0.4, d.u(0.0, 0.2)
         apex = (d.u(x0 - 0.1, x0 + 0.05), sign * (ry + size))
-        d.add("Fin", np.array([(x0, sign * ry * 0.5), apex, (x1, sign * ry * 0.6)]))
+        d.add("Fin", [(x0, sign * ry * 0.5), apex, (x1, sign * ry * 0.6)])
     d.add("Body", ellipse((0, 0), rx, ry, n=32))
     d.add("Head", ellipse((rx * 0.62, 0.0), rx * 0.42, ry * 0.8))
     d.eye("Head", (rx * 0.78, -ry * 0.25), 0.022)
@@ -215,11 +221,12 @@ def _bird(d: _Drawing) -> None:
     for s in (-0.06, 0.06):
         hip = rot @ np.array([s, ry * 0.7])
         leg, toe = limb(hip, (90 + d.u(-15, 15),), (d.u(0.13, 0.2),), d.u(0.024, 0.03))
-        d.add("Foot", *leg, np.array([toe + (-0.05, 0.0), toe + (0.07, -0.02), toe + (0.07, 0.02)]))
+        d.add("Foot", *leg, [toe + (-0.05, 0.0), toe + (0.07, -0.02), toe + (0.07, 0.02)])
     back = rot @ np.array([-rx * 0.85, 0.0])
     td, tl, tw = tilt + 180 + d.u(-25, 30), d.u(0.16, 0.28), d.u(0.05, 0.1)
     nrm = unit(td + 90)
-    d.add("Tail", np.array([back + 0.03 * nrm, back + unit(td) * tl + tw * nrm, back + unit(td) * tl - tw * nrm, back - 0.03 * nrm]))
+    tip = back + unit(td) * tl
+    d.add("Tail", [back + 0.03 * nrm, tip + tw * nrm, tip - tw * nrm, back - 0.03 * nrm])
     spread = d.p(0.45)
     shoulder, wa, span = rot @ np.array([0.0, -ry * 0.4]), tilt - 90 - d.u(-10, 60), d.u(0.3, 0.45)
     wing = np.array([(0.1, 0.0), (0.12, -span * 0.55), (0.02, -span), (-0.06, -span * 0.8), (-0.14, 0.0)])
@@ -228,14 +235,15 @@ def _bird(d: _Drawing) -> None:
     d.add("Body", ellipse((0, 0), rx, ry, tilt))
     hc = rot @ np.array([rx * 0.95, -ry * 0.6]) + (0, -d.u(0.04, 0.1))
     hr, ba = d.u(0.09, 0.12), tilt + d.u(-20, 30)
-    beak = [hc + unit(ba + 90) * hr * 0.35, hc + unit(ba) * (hr + d.u(0.06, 0.14)), hc - unit(ba + 90) * hr * 0.35]
-    d.add("Head", ellipse(hc, hr, hr), np.array(beak), look="Head")
-    d.add("Head", np.array([beak[0] + unit(ba) * hr * 0.8, beak[1], beak[2] + unit(ba) * hr * 0.8]), look="beak")
+    side, tip = unit(ba + 90) * hr * 0.35, hc + unit(ba) * (hr + d.u(0.06, 0.14))
+    d.add("Head", ellipse(hc, hr, hr), [hc + side, tip, hc - side])
+    d.add("Head", [hc + side + unit(ba) * hr * 0.8, tip, hc - side + unit(ba) * hr * 0.8], look="beak")
     d.eye("Head", hc + unit(ba - 60) * hr * 0.45, 0.018)
     if spread:
         d.add("Wing", shoulder + wing @ rotation(wa + 90).T)
     else:
-        d.add("Wing", ellipse(rot @ np.array([-rx * 0.15, -ry * 0.1]), rx * 0.85, ry * 0.55, tilt + d.u(-10, 10)))
+        folded = ellipse(rot @ np.array([-rx * 0.15, -ry * 0.1]), rx * 0.85, ry * 0.55, tilt + d.u(-10, 10))
+        d.add("Wing", folded)
 
 
 def _snake(d: _Drawing) -> None:
@@ -275,16 +283,17 @@ def _reptile(d: _Drawing) -> None:
 def _car(d: _Drawing) -> None:
     hb, hc = d.u(0.17, 0.26), d.u(0.13, 0.22)
     nose, tail = d.u(0.1, 0.4), d.u(0.0, 0.5)
-    d.add("Body", np.array([(-0.5, -0.02), (-0.5, -hb * (1 - tail * 0.3)), (-0.46, -hb), (0.4, -hb * (1 - nose * 0.2)), (0.5, -hb * (1 - nose)), (0.52, -0.02)]))
+    rear, front = (-0.5, -hb * (1 - tail * 0.3)), [(0.4, -hb * (1 - nose * 0.2)), (0.5, -hb * (1 - nose))]
+    d.add("Body", [(-0.5, -0.02), rear, (-0.46, -hb), *front, (0.52, -0.02)])
     cb0, cb1 = d.u(-0.4, -0.25), d.u(0.12, 0.28)
     ct0, ct1 = cb0 + d.u(0.03, 0.12), cb1 - d.u(0.1, 0.22)
-    d.add("Body", np.array([(cb0, -hb + 0.01), (ct0, -hb - hc), (ct1, -hb - hc), (cb1, -hb + 0.01)]))
+    d.add("Body", [(cb0, -hb + 0.01), (ct0, -hb - hc), (ct1, -hb - hc), (cb1, -hb + 0.01)])
     m, mid = 0.03, d.u(0.35, 0.6)
     xs = np.array([cb0 + 2 * m, ct0 + m, ct1 - m * 0.5, cb1 - 2 * m])
     split = xs[0] + (xs[3] - xs[0]) * mid
     top, bot = -hb - hc + m, -hb - m * 0.3
-    d.add("Body", np.array([(xs[0], bot), (xs[1], top), (split - 0.012, top), (split - 0.012, bot)]), look="window")
-    d.add("Body", np.array([(split + 0.012, bot), (split + 0.012, top), (xs[2], top), (xs[3], bot)]), look="window")
+    d.add("Body", [(xs[0], bot), (xs[1], top), (split - 0.012, top), (split - 0.012, bot)], look="window")
+    d.add("Body", [(split + 0.012, bot), (split + 0.012, top), (xs[2], top), (xs[3], bot)], look="window")
     d.add("Body", ellipse((0.48, -hb * 0.75 * (1 - nose * 0.5)), 0.025, 0.018), look="light")
     r = d.u(0.1, 0.13)
     for x in (-d.u(0.28, 0.35), d.u(0.3, 0.36)):
@@ -292,7 +301,7 @@ def _car(d: _Drawing) -> None:
         d.add("Tier", ellipse((x, -0.01), r * 0.55, r * 0.55), look="hub")
     mc = np.array([cb1 - 0.04, -hb - 0.02])
     mw, mh = d.u(0.08, 0.11), d.u(0.055, 0.075)
-    d.add("Side Mirror", np.array([mc + (-mw / 2, mh / 2), mc + (-mw / 2, -mh / 2), mc + (mw / 2, -mh * 0.3), mc + (mw / 2, mh / 2)]))
+    d.add("Side Mirror", mc + np.array([(-mw, mh), (-mw, -mh), (mw, -mh * 0.6), (mw, mh)]) / 2)
 
 
 def _bicycle(d: _Drawing) -> None:
@@ -307,8 +316,9 @@ def _bicycle(d: _Drawing) -> None:
         for deg in d.u(0, 360) + np.arange(0, 360, 60):
             d.add("Tier", capsule(c, c + unit(deg) * inner, 0.008))
         d.add("Tier", ellipse(c, 0.035, 0.035), look="hub")
-    bb, seat, head, head_lo = np.array([-0.02, 0.03]), np.array([-0.14, -0.36]), np.array([0.24, -0.36]), np.array([0.27, -0.25])
-    for a, b in ((bb, seat), (seat, head), (bb, head_lo), (bb, rear), (seat * 0.9 + bb * 0.1, rear), (head, head_lo)):
+    bb, seat, head, head_lo = np.array([(-0.02, 0.03), (-0.14, -0.36), (0.24, -0.36), (0.27, -0.25)])
+    stays = (seat * 0.9 + bb * 0.1, rear)
+    for a, b in ((bb, seat), (seat, head), (bb, head_lo), (bb, rear), stays, (head, head_lo)):
         d.add("Body", capsule(a, b, r))
     d.add("Body", ellipse(bb, 0.06, 0.06), look="hub")
     bar = head + (d.u(-0.06, 0.0), -d.u(0.07, 0.12))
@@ -316,7 +326,7 @@ def _bicycle(d: _Drawing) -> None:
     d.add("Head", tube(curve(bar + (-0.05, 0.0), 0, d.u(0.12, 0.16), d.u(-90, 90), k=5), 0.02))
     sc = seat + (-0.01, -d.u(0.06, 0.1))
     d.add("Seat", capsule(seat, sc, 0.02))
-    d.add("Seat", np.array([sc + (-0.11, -0.035), sc + (0.07, -0.02), sc + (0.07, 0.015), sc + (-0.09, 0.04)]))
+    d.add("Seat", sc + np.array([(-0.11, -0.035), (0.07, -0.02), (0.07, 0.015), (-0.09, 0.04)]))
 
 
 def _boat(d: _Drawing) -> None:
@@ -325,38 +335,44 @@ def _boat(d: _Drawing) -> None:
         mx, mh = d.u(-0.1, 0.1), d.u(0.55, 0.8)
         d.add("Body", capsule((mx, 0.0), (mx, -mh), 0.012))
         bulge = d.u(0.0, 0.08)
-        d.add("Sail", np.array([(mx - 0.015, -mh * 0.95), (mx - d.u(0.3, 0.42), -0.06), (mx - 0.015, -0.06), (mx - 0.15 - bulge, -mh * 0.45)]))
+        boom = (mx - d.u(0.3, 0.42), -0.06)
+        d.add("Sail", [(mx - 0.015, -mh * 0.95), boom, (mx - 0.015, -0.06), (mx - 0.15 - bulge, -mh * 0.45)])
         if d.p(0.7):
-            d.add("Sail", np.array([(mx + 0.015, -mh * 0.9), (mx + 0.015, -0.05), (d.u(0.35, 0.45), -0.04)]))
+            d.add("Sail", [(mx + 0.015, -mh * 0.9), (mx + 0.015, -0.05), (d.u(0.35, 0.45), -0.04)])
     else:
         c0, c1, hc = d.u(-0.35, -0.2), d.u(0.0, 0.2), d.u(0.1, 0.18)
-        d.add("Body", np.array([(c0, 0.01), (c0, -hc), (c1, -hc), (c1 + 0.1, 0.01)]))
+        d.add("Body", [(c0, 0.01), (c0, -hc), (c1, -hc), (c1 + 0.1, 0.01)])
         for x in np.linspace(c0 + 0.04, c1 - 0.02, 3)[:-1]:
-            d.add("Body", np.array([(x, -hc * 0.8), (x + 0.08, -hc * 0.8), (x + 0.08, -hc * 0.4), (x, -hc * 0.4)]), look="window")
-    d.add("Body", np.array([(-0.5, -0.02), (0.56, -bow), (0.38, hh), (-0.42, hh * 0.9), (-0.5, hh * 0.3)]))
-    d.add("Body", np.array([(-0.49, hh * 0.2), (0.5, hh * 0.2 - bow * 0.6), (0.48, hh * 0.2 - bow * 0.6 + 0.025), (-0.49, hh * 0.2 + 0.025)]), look="stripe")
+            d.add("Body", box(x, -hc * 0.8, x + 0.08, -hc * 0.4), look="window")
+    d.add("Body", [(-0.5, -0.02), (0.56, -bow), (0.38, hh), (-0.42, hh * 0.9), (-0.5, hh * 0.3)])
+    y0, y1 = hh * 0.2, hh * 0.2 - bow * 0.6
+    d.add("Body", [(-0.49, y0), (0.5, y1), (0.48, y1 + 0.025), (-0.49, y0 + 0.025)], look="stripe")
 
 
 def _aeroplane(d: _Drawing) -> None:
     r = d.u(0.05, 0.07)
     fin_h = d.u(0.18, 0.28)
-    d.add("Tail", np.array([(-0.38, -r * 0.5), (-0.46 - d.u(0.0, 0.06), -fin_h), (-0.54, -fin_h), (-0.52, -r * 0.3)]))
+    d.add("Tail", [(-0.38, -r * 0.5), (-0.46 - d.u(0.0, 0.06), -fin_h), (-0.54, -fin_h), (-0.52, -r * 0.3)])
     root = d.u(-0.08, 0.05)
-    far = np.array([(root + 0.08, -r * 0.4), (root - 0.14, -d.u(0.22, 0.3)), (root - 0.2, -0.26), (root - 0.08, -r * 0.4)])
-    d.add("Wing", far)
-    path = np.stack([np.linspace(-0.52, 0.38, 10), -r * 0.8 * np.clip(np.linspace(1.6, -0.8, 10), 0, 1)], axis=1)
+    far_tip = root - 0.14, -d.u(0.22, 0.3)  # the far wing, foreshortened and behind the body
+    d.add("Wing", [(root + 0.08, -r * 0.4), far_tip, (root - 0.2, -0.26), (root - 0.08, -r * 0.4)])
+    upsweep = -r * 0.8 * np.clip(np.linspace(1.6, -0.8, 10), 0, 1)  # the tail cone rises
+    path = np.stack([np.linspace(-0.52, 0.38, 10), upsweep], axis=1)
     d.add("Body", tube(path, r * np.clip(np.linspace(0.35, 1.8, 10), 0.35, 1.0)))
     d.add("Body", capsule((-0.38, -r * 0.15), (0.3, -r * 0.15), r * 0.15), look="window")
     d.add("Head", tube(np.linspace((0.36, 0.0), (0.5, r * 0.15), 4), np.linspace(r, r * 0.35, 4)))
-    d.add("Head", np.array([(0.38, -r * 0.25), (0.42, -r * 0.7), (0.47, -r * 0.3)]), look="window")
+    d.add("Head", [(0.38, -r * 0.25), (0.42, -r * 0.7), (0.47, -r * 0.3)], look="window")
     span, sweep = d.u(0.3, 0.42), d.u(0.1, 0.25)
-    wing = np.array([(root + 0.12, r * 0.3), (root - sweep, span), (root - sweep - 0.08, span), (root - 0.1, r * 0.3)])
+    wing = np.array(
+        [(root + 0.12, r * 0.3), (root - sweep, span), (root - sweep - 0.08, span), (root - 0.1, r * 0.3)]
+    )
     d.add("Wing", wing)
     for frac in (0.45, 0.8) if d.p(0.4) else (0.5,):
         c = wing[0] * (1 - frac) + wing[1] * frac + (0.02, 0.05)
         er = d.u(0.035, 0.045) * (1.2 - frac * 0.4)
         d.add("Engine", capsule(c + (-0.04, 0), c + (0.07, 0), er))
-    d.add("Tail", np.array([(-0.36, 0.0), (-0.48 - d.u(0.0, 0.05), d.u(0.08, 0.13)), (-0.52, d.u(0.08, 0.13)), (-0.5, 0.0)]))
+    tip = d.u(0.08, 0.13)
+    d.add("Tail", [(-0.36, 0.0), (-0.48 - d.u(0.0, 0.05), tip), (-0.52, tip), (-0.5, 0.0)])
 
 
 def _bottle(d: _Drawing) -> None:
@@ -368,11 +384,10 @@ def _bottle(d: _Drawing) -> None:
     d.add("Body", np.concatenate([right, [(w / 2, 0.5), (-w / 2, 0.5)], left]))
     if d.p(0.6):
         y0 = d.u(shoulder + 0.05, 0.2)
-        d.add("Body", np.array([(-w / 2, y0), (w / 2, y0), (w / 2, y0 + 0.2), (-w / 2, y0 + 0.2)]), look="label")
-    top = neck - d.u(0.1, 0.18)
-    d.add("Mouth", np.array([(-nw / 2, neck + 0.01), (-nw / 2, top), (nw / 2, top), (nw / 2, neck + 0.01)]))
-    lip = nw * d.u(0.55, 0.7)
-    d.add("Mouth", np.array([(-lip, top + 0.03), (-lip, top - 0.04), (lip, top - 0.04), (lip, top + 0.03)]), look="cap" if d.p(0.5) else "Mouth")
+        d.add("Body", box(-w / 2, y0, w / 2, y0 + 0.2), look="label")
+    top, lip = neck - d.u(0.1, 0.18), nw * d.u(0.55, 0.7)
+    d.add("Mouth", box(-nw / 2, top, nw / 2, neck + 0.01))
+    d.add("Mouth", box(-lip, top - 0.04, lip, top + 0.03), look="cap" if d.p(0.5) else "Mouth")
 
 
 BUILDERS: dict[str, Callable[[_Drawing], None]] = {
