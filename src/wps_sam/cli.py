@@ -129,7 +129,9 @@ def cmd_data_toyparts(args: argparse.Namespace) -> None:
 
     summary = generate_toyparts(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed,
                                 progress=not args.no_progress)
-    print(f"wrote ToyParts to {args.out}: {summary}")
+    counts = ", ".join(f"{split}: {v['images']} images / {v['annotations']} parts"
+                       for split, v in summary["splits"].items())
+    print(f"wrote ToyParts ({len(summary['classes'])} part classes) to {args.out}: {counts}")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

@@ -79,6 +79,6 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(model.prompter.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
-    stats = {k: float(v) for k, v in losses.items()}
+    stats = {k: float(v.detach()) for k, v in losses.items()}
     stats["loss"] = loss.item()
     return stats

@@ -74,7 +74,9 @@ def smooth_noise(
     return rows[:, :, clo] * (1 - cw) + rows[:, :, chi] * cw
 
 
-def _rotated(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, theta: float) -> tuple[np.ndarray, np.ndarray]:
+def _rotated(
+    xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, theta: float
+) -> tuple[np.ndarray, np.ndarray]:
     c, s = float(np.cos(theta)), float(np.sin(theta))  # Python floats keep the arithmetic in float32
     dx, dy = xx - cx, yy - cy
     return c * dx + s * dy, -s * dx + c * dy
@@ -265,7 +267,9 @@ def _object(canvas: _Canvas, cfg: ShapesConfig) -> tuple[list[int], bool]:
     return ids, False
 
 
-def generate_scene(rng: np.random.Generator, cfg: ShapesConfig = ShapesConfig()) -> tuple[np.ndarray, np.ndarray]:
+def generate_scene(
+    rng: np.random.Generator, cfg: ShapesConfig = ShapesConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """One scene.
 
     Returns:

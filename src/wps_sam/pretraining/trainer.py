@@ -66,6 +66,9 @@ class PretrainConfig:
     eval_images: int = 32
     eval_masks_per_image: int = 8
     checkpoint_every_s: float = 180.0
+    # On a shared machine, a wall-clock budget: the schedule follows max(step / steps, time / budget)
+    # and training stops when either runs out, so the learning rate has decayed by the deadline.
+    time_budget_s: float | None = None
 
 
 def predict_masks_batched(
@@ -166,7 +169,11 @@ class _Step:
 
     def _mask_loss(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         focal, dice = sigmoid_focal_loss(logits, target), dice_loss(logits, target)
-        return {"focal": focal, "dice": dice, "total": self.cfg.focal_weight * focal + self.cfg.dice_weight * dice}
+        return {
+            "focal": focal,
+            "dice": dice,
+            "total": self.cfg.focal_weight * focal + self.cfg.dice_weight * dice,
+        }
 
     def __call__(self, scenes: list[tuple[np.ndarray, np.ndarray]], step: int) -> dict[str, torch.Tensor]:
         cfg, sam = self.cfg, self.sam
@@ -213,12 +220,25 @@ class _Step:
         return {**out, **stats}
 
 
-def _lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warm-up, then cosine decay to ``final_lr_ratio * lr``."""
+def _progress(step: int, elapsed_s: float, cfg: PretrainConfig) -> float:
+    """Fraction of the run done: by steps or, with a time budget, by wall time if that is further."""
+    done = step / cfg.steps
+    if cfg.time_budget_s:
+        done = max(done, elapsed_s / cfg.time_budget_s)
+    return done
+
+
+def _lr_at(step: int, cfg: PretrainConfig, progress: float | None = None) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``final_lr_ratio * lr`` over the run."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    if progress is None:
+        progress = step / cfg.steps
+    warm = cfg.warmup_steps / cfg.steps
+    t = (progress - warm) / max(1e-9, 1 - warm)
+    return cfg.lr * (
+        cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    )
 
 
 def save_weights(sam: Sam, path: str | Path) -> Path:
@@ -327,8 +347,13 @@ def pretrain_tiny_sam(
     from ..sam.backbones import build_sam
 
     cfg = PretrainConfig(
-        steps=steps, batch_size=batch_size, prompts_per_image=prompts_per_image, lr=lr, seed=seed,
-        log_every=log_every, **overrides,
+        steps=steps,
+        batch_size=batch_size,
+        prompts_per_image=prompts_per_image,
+        lr=lr,
+        seed=seed,
+        log_every=log_every,
+        **overrides,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -356,44 +381,80 @@ def pretrain_tiny_sam(
 
     def checkpoint(step: int) -> None:
         save_weights(sam, weights_path)
-        state = {"model": sam.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                 "log": json.dumps(rows), "elapsed_s": elapsed_before + time.time() - t0,
-                 "config": json.dumps(asdict(cfg))}
+        state = {
+            "model": sam.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "log": json.dumps(rows),
+            "elapsed_s": elapsed_before + time.time() - t0,
+            "config": json.dumps(asdict(cfg)),
+        }
         atomic_torch_save(state_path, state)
         _write_log(log_path, rows)
 
     def evaluate(step: int) -> None:
-        res = evaluate_prompted_miou(sam, [i for i, _ in eval_set], [m for _, m in eval_set],
-                                     cfg.eval_masks_per_image)
-        rows.append({"step": step, "eval_box_miou": round(res["box_miou"], 4),
-                     "eval_point_miou": round(res["point_miou"], 4), "eval_masks": res["n_masks"]})
+        res = evaluate_prompted_miou(
+            sam, [i for i, _ in eval_set], [m for _, m in eval_set], cfg.eval_masks_per_image
+        )
+        rows.append(
+            {
+                "step": step,
+                "eval_box_miou": round(res["box_miou"], 4),
+                "eval_point_miou": round(res["point_miou"], 4),
+                "eval_masks": res["n_masks"],
+            }
+        )
         if progress:
-            logger.info("step %d held-out box mIoU %.3f point mIoU %.3f", step, res["box_miou"], res["point_miou"])
+            logger.info(
+                "step %d held-out box mIoU %.3f point mIoU %.3f", step, res["box_miou"], res["point_miou"]
+            )
 
     for step in range(start, cfg.steps):
         ts = time.time()
+        progress_done = _progress(step, elapsed_before + ts - t0, cfg)
+        if progress_done >= 1.0:
+            logger.info("time budget of %.0f s spent at step %d", cfg.time_budget_s, step)
+            rows.append({"step": step, "stopped": "time budget"})
+            evaluate(step)
+            checkpoint(step)
+            break
+        lr_now = _lr_at(step, cfg, progress_done)
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
+            g["lr"] = lr_now
         scenes = [train_data[step * cfg.batch_size + b] for b in range(cfg.batch_size)]
         terms = criterion(scenes, step)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(sam.parameters(), cfg.grad_clip)
         opt.step()
-        window.append({k: v.item() for k, v in terms.items()} | {"grad_norm": grad_norm.item(),
-                                                                 "sec": time.time() - ts})
+        window.append(
+            {k: v.item() for k, v in terms.items()} | {"grad_norm": grad_norm.item(), "sec": time.time() - ts}
+        )
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            row = {"step": done, "lr": round(_lr_at(step, cfg), 7),
-                   "elapsed_s": round(elapsed_before + time.time() - t0, 1)}
-            row |= {k: round(float(np.mean([w[k] for w in window if k in w])), 4)
-                    for k in window[-1] if any(k in w for w in window)}
+            row = {
+                "step": done,
+                "lr": round(lr_now, 7),
+                "elapsed_s": round(elapsed_before + time.time() - t0, 1),
+            }
+            row |= {
+                k: round(float(np.mean([w[k] for w in window if k in w])), 4)
+                for k in window[-1]
+                if any(k in w for w in window)
+            }
             rows.append(row)
             window = []
             if progress:
-                logger.info("step %d/%d loss %.4f (focal %.4f dice %.4f iou %.4f) %.2fs/step",
-                            done, cfg.steps, row["loss"], row["loss_focal"], row["loss_dice"],
-                            row["loss_iou"], row["sec"])
+                logger.info(
+                    "step %d/%d loss %.4f (focal %.4f dice %.4f iou %.4f) %.2fs/step",
+                    done,
+                    cfg.steps,
+                    row["loss"],
+                    row["loss_focal"],
+                    row["loss_dice"],
+                    row["loss_iou"],
+                    row["sec"],
+                )
         if done % cfg.eval_every == 0 or done == cfg.steps:
             evaluate(done)
         if time.time() - last_save > cfg.checkpoint_every_s or done == cfg.steps:
@@ -419,14 +480,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--log-every", type=int, default=PretrainConfig.log_every)
     p.add_argument("--eval-every", type=int, default=PretrainConfig.eval_every)
     p.add_argument("--warmup-steps", type=int, default=PretrainConfig.warmup_steps)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval-images", type=int, default=PretrainConfig.eval_images)
+    p.add_argument("--time-budget-s", type=float, default=None)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--init", default=None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
     path = pretrain_tiny_sam(
-        a.out, a.steps, a.batch_size, a.prompts_per_image, a.lr, a.seed, a.log_every, a.init,
-        eval_every=a.eval_every, warmup_steps=a.warmup_steps,
+        a.out,
+        a.steps,
+        a.batch_size,
+        a.prompts_per_image,
+        a.lr,
+        a.seed,
+        a.log_every,
+        a.init,
+        eval_every=a.eval_every,
+        warmup_steps=a.warmup_steps,
+        eval_images=a.eval_images,
+        time_budget_s=a.time_budget_s,
     )
     print(path)
 
