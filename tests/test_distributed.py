@@ -34,9 +34,12 @@ def _model():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         sam = build_sam("tiny", "random")
-    cfg = Config(sam=SamConfig("tiny", "random"),
-                 prompter=PrompterConfig(num_queries=4, hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
-                                         dim_feedforward=64))
+    cfg = Config(
+        sam=SamConfig("tiny", "random"),
+        prompter=PrompterConfig(
+            num_queries=4, hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1, dim_feedforward=64
+        ),
+    )
     return sam, build_wps_sam(cfg, 3, sam), build_training_criterion(cfg, 3)
 
 
@@ -60,8 +63,13 @@ def _loss(prompter, model, criterion, embeddings, targets):
 
 
 def _worker(rank: int, port: int, root: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     assert ddp_utils.init_distributed() == (rank, WORLD, rank)
     sam, model, criterion = _model()

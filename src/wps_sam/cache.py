@@ -56,6 +56,16 @@ STORE_DTYPE = np.dtype("<f2")
 FLOAT16_MAX = 65504.0
 
 
+def default_cache_dir() -> Path:
+    """``$WPS_SAM_CACHE``, else ``$XDG_CACHE_HOME/wps-sam/embeddings`` (``~/.cache`` by default)."""
+    import os
+
+    if os.environ.get("WPS_SAM_CACHE"):
+        return Path(os.environ["WPS_SAM_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return base / "wps-sam" / "embeddings"
+
+
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of the file's bytes (hex)."""
     h = hashlib.sha256()
@@ -103,13 +113,6 @@ class CacheContext:
     def key(self, image_digest: str) -> str:
         """The cache key of the image whose file has sha256 ``image_digest``."""
         return hashlib.sha256(f"{image_digest}:{self.digest()}".encode()).hexdigest()
-
-
-def owned(items: Sequence[Any], rank: int, world_size: int) -> list[Any]:
-    """The items rank ``rank`` of ``world_size`` handles: every ``world_size``-th, from ``rank``."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
-    return list(items[rank::world_size])
 
 
 class EmbeddingCache:
@@ -182,7 +185,9 @@ class EmbeddingCache:
         else:
             absent = [k for k in keys if k not in self._index]
             if absent:
-                raise KeyError(f"{len(absent)} key(s) not in the embedding cache {self.root}, e.g. {absent[0]}")
+                raise KeyError(
+                    f"{len(absent)} key(s) not in the embedding cache {self.root}, e.g. {absent[0]}"
+                )
             first = self._array(self._index[keys[0]][0]) if keys else None
             shape = first.shape[1:] if first is not None else (0,)
             buf = np.empty((len(keys), *shape), dtype=STORE_DTYPE)
@@ -194,13 +199,16 @@ class EmbeddingCache:
                 dst, rows = zip(*pairs)
                 array = self._array(name)
                 if array.shape[1:] != shape:
-                    raise DataError(f"embedding cache {self.root}: keys of different embedding shapes in one batch")
+                    raise DataError(
+                        f"embedding cache {self.root}: keys of different embedding shapes in one batch"
+                    )
                 buf[list(dst)] = array[list(rows)]
             out = torch.from_numpy(buf)
         return out if device is None else out.to(device, non_blocking=True)
 
-    def make_resident(self, keys: Sequence[str], device: torch.device | str,
-                      max_bytes: int | None = None) -> bool:
+    def make_resident(
+        self, keys: Sequence[str], device: torch.device | str, max_bytes: int | None = None
+    ) -> bool:
         """Copy the embeddings of ``keys`` into one tensor on ``device`` when it fits; returns whether.
 
         ``max_bytes`` defaults to half the free memory of a CUDA device (no limit elsewhere).
@@ -214,8 +222,12 @@ class EmbeddingCache:
         if max_bytes is None and device.type == "cuda":
             max_bytes = torch.cuda.mem_get_info(device)[0] // 2
         if max_bytes is not None and need > max_bytes:
-            logger.info("embedding cache: %.1f GB do not fit in %.1f GB on %s; reading from disk",
-                        need / 1e9, max_bytes / 1e9, device)
+            logger.info(
+                "embedding cache: %.1f GB do not fit in %.1f GB on %s; reading from disk",
+                need / 1e9,
+                max_bytes / 1e9,
+                device,
+            )
             return False
         table = torch.empty((len(keys), *self.get(keys[:1]).shape[1:]), dtype=torch.float16, device=device)
         for start in range(0, len(keys), 256):
@@ -234,12 +246,21 @@ class EmbeddingCache:
         for start, batch in zip(range(0, len(keys), self.shard_rows), batches):
             self._write_shard(keys[start : start + len(batch)], iter([batch]), tuple(batch.shape[1:]), rank)
 
-    def _write_shard(self, keys: Sequence[str], batches: Iterable[Tensor], shape: tuple[int, ...],
-                     rank: int, on_batch: Callable[[int], Any] | None = None) -> None:
+    def _write_shard(
+        self,
+        keys: Sequence[str],
+        batches: Iterable[Tensor],
+        shape: tuple[int, ...],
+        rank: int,
+        on_batch: Callable[[int], Any] | None = None,
+    ) -> None:
         """Stream ``batches`` (rows of ``keys``, in order) into one shard, then commit its keys file."""
         name = f"r{rank:03d}-{uuid.uuid4().hex[:16]}"
-        header = {"descr": np.lib.format.dtype_to_descr(STORE_DTYPE), "fortran_order": False,
-                  "shape": (len(keys), *shape)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(STORE_DTYPE),
+            "fortran_order": False,
+            "shape": (len(keys), *shape),
+        }
 
         def write(f: IO[bytes]) -> None:
             np.lib.format.write_array_header_1_0(f, header)
@@ -250,7 +271,8 @@ class EmbeddingCache:
                 peak = float(batch.abs().max()) if batch.numel() else 0.0
                 if not peak < FLOAT16_MAX:  # also catches NaN
                     raise DataError(f"embedding values reach {peak}: not storable in float16")
-                f.write(batch.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
+                # Rounded on the device: half the bytes to copy back.
+                f.write(batch.detach().to(torch.float16).cpu().contiguous().numpy().tobytes())
                 rows += len(batch)
                 if on_batch is not None:
                     on_batch(len(batch))
@@ -258,8 +280,10 @@ class EmbeddingCache:
                 raise ValueError(f"got {rows} embeddings for {len(keys)} keys")
 
         atomic_write(self.root / f"{name}.npy", write)
-        atomic_write_json(self.root / f"{name}.keys.json",
-                          {"format": FORMAT_VERSION, "dtype": "float16", "shape": list(shape), "keys": list(keys)})
+        atomic_write_json(
+            self.root / f"{name}.keys.json",
+            {"format": FORMAT_VERSION, "dtype": "float16", "shape": list(shape), "keys": list(keys)},
+        )
         for row, key in enumerate(keys):
             self._index.setdefault(key, (name, row))
 
@@ -281,17 +305,19 @@ class EmbeddingCache:
             load: ``load(i)`` -> the preprocessed image [3, S, S] of ``keys[i]`` (picklable when
                 ``num_workers`` > 0, e.g. :class:`ImageLoader`).
             encode: [B, 3, S, S] -> [B, 256, h, w] embeddings (e.g. an ``EncoderRunner``).
-            rank, world_size: rank r encodes the missing keys among ``owned(distinct keys, r, world)``.
+            rank, world_size: rank r encodes the missing keys among ``shard(distinct keys, r, world)``.
                 Ownership depends on ``keys`` alone, so ranks need no coordination while they build;
                 call ``barrier()`` and then :meth:`refresh` before reading what the others wrote.
         """
         from torch.utils.data import DataLoader
         from tqdm import tqdm
 
+        from .engine.distributed import shard
+
         first: dict[str, int] = {}  # distinct key -> its first position in ``keys``
         for i, k in enumerate(keys):
             first.setdefault(k, i)
-        todo = [first[k] for k in owned(list(first), rank, world_size) if k not in self._index]
+        todo = [first[k] for k in shard(list(first), rank, world_size) if k not in self._index]
         if not todo:
             return 0
         desc = f"embedding cache (rank {rank})" if world_size > 1 else "embedding cache"
@@ -301,8 +327,13 @@ class EmbeddingCache:
             loader = DataLoader(_Indexed(load, chunk), batch_size=batch_size, num_workers=num_workers)
             embeddings = (encode(images) for images in loader)
             head = next(embeddings)  # the shard's header needs the embedding shape
-            self._write_shard([keys[i] for i in chunk], _chain(head, embeddings), tuple(head.shape[1:]),
-                              rank, on_batch=bar.update)
+            self._write_shard(
+                [keys[i] for i in chunk],
+                _chain(head, embeddings),
+                tuple(head.shape[1:]),
+                rank,
+                on_batch=bar.update,
+            )
         bar.close()
         return len(todo)
 
@@ -356,14 +387,21 @@ class CachedEmbeddingDataset(Dataset):
     cache is resident on the GPU and gather with ``cache.get(batch["keys"])`` in the loop.
     """
 
-    def __init__(self, dataset: PartSegmentationDataset, cache: EmbeddingCache, keys: Sequence[str],
-                 read_embeddings: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: PartSegmentationDataset,
+        cache: EmbeddingCache,
+        keys: Sequence[str],
+        read_embeddings: bool = True,
+    ) -> None:
         if len(keys) != len(dataset):
             raise ValueError(f"{len(keys)} keys for {len(dataset)} images")
         missing = cache.missing(keys)
         if missing:
-            raise DataError(f"{len(missing)} of the data set's images are not in the embedding cache "
-                            f"{cache.root}: build it first (`wps-sam cache`)")
+            raise DataError(
+                f"{len(missing)} of the data set's images are not in the embedding cache "
+                f"{cache.root}: build it first (`wps-sam cache`)"
+            )
         self.dataset, self.cache, self.keys = dataset, cache, list(keys)
         self.read_embeddings = read_embeddings
 
@@ -433,12 +471,15 @@ def cache_dataset(
     from .engine.distributed import barrier, get_rank, get_world_size
 
     if context.image_size != dataset.transform.image_size:
-        raise ValueError(f"context is for {context.image_size} px inputs, the data set makes "
-                         f"{dataset.transform.image_size} px")
+        raise ValueError(
+            f"context is for {context.image_size} px inputs, the data set makes "
+            f"{dataset.transform.image_size} px"
+        )
     keys = dataset_keys(dataset, context)
     rank, world_size = get_rank(), get_world_size()
-    done = cache.build(keys, ImageLoader(dataset), encode, batch_size, rank, world_size, num_workers,
-                       progress and rank == 0)
+    done = cache.build(
+        keys, ImageLoader(dataset), encode, batch_size, rank, world_size, num_workers, progress and rank == 0
+    )
     barrier()
     cache.refresh()
     logger.info("embedding cache %s: %d images, %d encoded by rank %d", cache.root, len(keys), done, rank)
@@ -486,8 +527,14 @@ def precompute_cache(
     cache = EmbeddingCache(cache_dir)
     before = len(cache)
     keys = cache_dataset(dataset, cache, runner, context, batch_size, num_workers, progress)
-    return {"images": len(keys), "encoded": len(cache) - before, "cached_total": len(cache),
-            "cache_dir": str(cache.root), "context": asdict(context), "rank": rank}
+    return {
+        "images": len(keys),
+        "encoded": len(cache) - before,
+        "cached_total": len(cache),
+        "cache_dir": str(cache.root),
+        "context": asdict(context),
+        "rank": rank,
+    }
 
 
 def clear_cache(root: str | Path) -> None:
@@ -495,8 +542,11 @@ def clear_cache(root: str | Path) -> None:
     root = Path(root)
     if not root.exists():
         return
-    foreign = [p for p in root.iterdir() if not (p.name.endswith((".npy", ".keys.json", ".tmp"))
-                                                 and p.is_file())]
+    foreign = [
+        p for p in root.iterdir() if not (p.name.endswith((".npy", ".keys.json", ".tmp")) and p.is_file())
+    ]
     if foreign:
-        raise DataError(f"{root} holds {foreign[0].name}, which is not an embedding cache file: not deleting it")
+        raise DataError(
+            f"{root} holds {foreign[0].name}, which is not an embedding cache file: not deleting it"
+        )
     shutil.rmtree(root)

@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import WpsSamError
 
@@ -55,12 +56,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
     from .atomic import atomic_write_json
-    from .data.coco import load_split
+    from .data.checks import triaged_split
     from .evaluation.evaluator import evaluate
     from .predictor import PartPredictor
 
     predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
-    index = load_split(args.data, args.split, class_names=predictor.class_names)
+    index = triaged_split(args.data, args.split, class_names=predictor.class_names, strict=args.strict,
+                          progress=not args.no_progress)
     result = evaluate(predictor.model, index, predictor.cfg, predictor.device,
                       batch_size=args.batch_size, progress=not args.no_progress)
     result.update({"split": args.split, "data": str(Path(args.data).resolve())})
@@ -91,14 +93,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .atomic import atomic_write_json
+    from .data.checks import inspect_image
     from .data.images import read_image
     from .errors import DataError
     from .export import encode_rle, save_label_map
     from .predictor import PartPredictor
     from .viz import save_overlay
 
-    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
     files = _collect_images(args.inputs)
+    if args.strict:
+        bad = [(path, verdict.problem) for path in files if (verdict := inspect_image(path)).problem]
+        if bad:
+            raise DataError(f"--strict: {len(bad)} of {len(files)} input(s) unreadable, e.g. {bad[0][0]}: "
+                            f"{bad[0][1]}; remove them or drop --strict to skip them")
+    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records, unreadable = [], []
@@ -119,9 +127,23 @@ def cmd_predict(args: argparse.Namespace) -> None:
         })
     atomic_write_json(out / "predictions.json", {"class_names": predictor.class_names, "images": records,
                                                  "unreadable": unreadable})
-    for item in unreadable:
-        print(f"skipped unreadable input: {item['file']} ({item['reason']})", file=sys.stderr)
+    if unreadable:  # one line, naming them (all are listed in predictions.json)
+        named = "; ".join(f"{item['file']} ({item['reason']})" for item in unreadable[:3])
+        more = f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        print(f"wps-sam predict: skipped {len(unreadable)} unreadable input(s): {named}{more}", file=sys.stderr)
     print(f"predicted {len(records)} image(s) into {out}")
+
+
+def cmd_check_data(args: argparse.Namespace) -> None:
+    import json
+
+    from .data.checks import check_data, format_report
+
+    report = check_data(args.data, args.split, decode_images=not args.quick, progress=not args.no_progress)
+    print(json.dumps(report, indent=2, allow_nan=False) if args.json else format_report(report))
+    skipped = len(report["images_skipped"]) + len(report["annotations_skipped"])
+    if args.strict and skipped:
+        raise WpsSamError(f"--strict: {skipped} image(s) or annotation(s) of split '{args.split}' are skipped")
 
 
 def cmd_data_toyparts(args: argparse.Namespace) -> None:
@@ -132,6 +154,13 @@ def cmd_data_toyparts(args: argparse.Namespace) -> None:
     counts = ", ".join(f"{split}: {v['images']} images / {v['annotations']} parts"
                        for split, v in summary["splits"].items())
     print(f"wrote ToyParts ({len(summary['classes'])} part classes) to {args.out}: {counts}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (usage stays in --help), like every other wps-sam error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -147,7 +176,7 @@ def _add_sam_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wps-sam", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="wps-sam", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a prompter from boxes or points")
@@ -179,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
+    p.add_argument("--strict", action="store_true", help="refuse a split with skipped images or annotations")
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 
@@ -188,8 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device")
     p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
+    p.add_argument("--strict", action="store_true", help="refuse to run if any input is unreadable")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("check-data", help="triage a data set: what train/eval will skip or repair, and why")
+    p.add_argument("--data", required=True, help="data root (PartImageNet layout)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quick", action="store_true", help="read image headers only (no full decode)")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if anything is skipped")
+    _add_common(p)
+    p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("data", help="data set tools")
     data_sub = p.add_subparsers(dest="data_command", required=True)
@@ -218,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"wps-sam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave cannot be written or read (permissions, disk full ...)
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"wps-sam {args.command}: error: {exc.strerror or exc}{where} (check the path, its "
+              f"permissions and free space)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"wps-sam {args.command}: interrupted", file=sys.stderr)

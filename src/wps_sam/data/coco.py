@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from wps_sam.data.images import image_size
+from wps_sam.data.images import image_size, pixel_limit
 from wps_sam.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
+# pycocotools rasterises a polygon along its outline at 5x resolution: bound the work and memory.
+_MAX_POLYGON_PERIMETER = 2_000_000.0
 
 
 @dataclass
@@ -118,6 +120,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: cannot read the annotation file ({e})") from e
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits, deep nesting
+        raise DataError(f"{path}: invalid JSON ({e})") from e
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a COCO json object at the top level, got {type(data).__name__}")
     missing = [k for k in _REQUIRED_KEYS if not isinstance(data.get(k), list)]
@@ -136,12 +140,20 @@ def _as_int(value: Any) -> int | None:
 
 def _resolve_path(image_dir: Path, file_name: str) -> Path | None:
     # PartImageNet's json names "n01440764_10029.JPEG" while the file sits in a synset folder.
-    direct = image_dir / file_name
-    if direct.is_file():
-        return direct
-    name = Path(file_name).name
-    nested = image_dir / name.split("_")[0] / name
-    return nested if nested.is_file() else None
+    try:
+        direct = image_dir / file_name
+        if direct.is_file():
+            return direct
+        name = Path(file_name).name
+        nested = image_dir / name.split("_")[0] / name
+        return nested if nested.is_file() else None
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return None
+
+
+def _plausible_size(height: int | None, width: int | None) -> bool:
+    """A json height/width that can describe an image (not a decompression bomb)."""
+    return bool(height and width and height > 0 and width > 0 and height * width <= pixel_limit())
 
 
 def _label_map(
@@ -171,38 +183,104 @@ def _label_map(
 
 
 def _clean_segmentation(seg: Any) -> tuple[list | dict | None, bool, str | None]:
-    """(segmentation, is_polygon, note): drops what pycocotools cannot rasterise, says why in note."""
+    """(segmentation, is_polygon, problem): what pycocotools can rasterise safely, and what was wrong.
+
+    A problem with a segmentation left means that a piece of it was dropped (a repair); with ``None``
+    left, the mask is unusable and the annotation is skipped. No segmentation at all is no problem.
+    """
     if seg is None or (isinstance(seg, (list, dict)) and len(seg) == 0):
         return None, False, None
     if isinstance(seg, dict):
-        counts, size = seg.get("counts"), seg.get("size")
-        ok_size = isinstance(size, list) and len(size) == 2 and all(_as_int(v) for v in size)
-        if ok_size and (isinstance(counts, str) or (isinstance(counts, list) and counts)):
-            return {"size": [int(size[0]), int(size[1])], "counts": counts}, False, None
-        return None, False, "unreadable RLE segmentation dropped"
+        problem = _rle_problem(seg)
+        if problem:
+            return None, False, f"malformed RLE segmentation ({problem})"
+        return {"size": [int(seg["size"][0]), int(seg["size"][1])], "counts": seg["counts"]}, False, None
     if not isinstance(seg, list):
-        return None, False, f"segmentation of type {type(seg).__name__} dropped"
+        return None, False, f"segmentation of type {type(seg).__name__}"
     if isinstance(seg[0], (int, float)):
         seg = [seg]  # some exporters write one flat polygon
     if all(isinstance(s, dict) for s in seg):  # a list of RLEs: merge into one
-        rles = [_clean_segmentation(s)[0] for s in seg]
-        if any(r is None for r in rles):
-            return None, False, "unreadable RLE segmentation dropped"
-        merged = mask_utils.merge([_rle(r, False, *r["size"]) for r in rles])
+        pieces = [_clean_segmentation(s) for s in seg]
+        problem = next((note or "malformed RLE segmentation (an empty piece)"
+                        for r, _, note in pieces if r is None), None)
+        if problem is None and len({tuple(r["size"]) for r, _, _ in pieces}) > 1:
+            problem = "malformed RLE segmentation (pieces of different sizes)"
+        if problem:
+            return None, False, problem
+        merged = mask_utils.merge([_rle(r, False, *r["size"]) for r, _, _ in pieces])
         return {"size": merged["size"], "counts": merged["counts"].decode("ascii")}, False, None
     polygons = [p for p in seg if _is_polygon(p)]
-    note = f"{len(seg) - len(polygons)} degenerate polygon(s) dropped" if len(polygons) < len(seg) else None
-    return (polygons, True, note) if polygons else (None, False, note)
+    if len(polygons) == len(seg):
+        return polygons, True, None
+    if polygons:
+        return polygons, True, f"{len(seg) - len(polygons)} degenerate polygon(s) dropped"
+    return None, False, f"degenerate polygon segmentation ({len(seg)} polygon(s), none usable)"
+
+
+def _rle_problem(seg: dict) -> str | None:
+    """Why the RLE ``seg`` is unsafe to hand to pycocotools, or None.
+
+    pycocotools trusts its input: counts that do not add up to height x width overflow its buffers,
+    and a compressed string that ends mid-number is read past its end. So everything is checked first.
+    """
+    size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(_as_int(v) for v in size)):
+        return f"size {size!r} is not [height, width]"
+    height, width = int(size[0]), int(size[1])
+    if height <= 0 or width <= 0 or height * width > pixel_limit():
+        return f"size {size!r} out of range"
+    if isinstance(counts, str):
+        values = _decode_rle_string(counts)
+        if values is None:
+            return "counts is not a valid compressed RLE string"
+    elif isinstance(counts, list) and counts and all(type(c) is int for c in counts):
+        values = counts
+    else:
+        return "counts must be a compressed string or a list of integers"
+    if any(not 0 <= c < 2**32 for c in values) or sum(values) != height * width:
+        return f"counts do not add up to {height}x{width} pixels"
+    return None
+
+
+def _decode_rle_string(counts: str) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE string (as pycocotools' ``rleFrString``), or None."""
+    values: list[int] = []
+    position = 0
+    while position < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            if position >= len(counts) or k > 12:
+                return None
+            c = ord(counts[position]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << 5 * k
+            more = bool(c & 0x20)
+            position += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << 5 * k
+        if len(values) > 2:
+            x += values[-2]
+        values.append(x)
+    return values
 
 
 def _is_polygon(p: Any) -> bool:
-    """A flat list of at least 3 finite (x, y) pairs; shorter ones fool pycocotools (4 values = a box)."""
+    """A flat list of at least 3 finite (x, y) pairs; shorter ones fool pycocotools (4 values = a box).
+
+    The outline must also be of sane length: pycocotools allocates memory in proportion to it.
+    """
     if not isinstance(p, list) or len(p) < 6 or len(p) % 2:
         return False
     try:
-        return bool(np.isfinite(np.asarray(p, dtype=np.float64)).all())
-    except (TypeError, ValueError):
+        xy = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError, OverflowError):
         return False
+    if not np.isfinite(xy).all() or (np.abs(xy) > _MAX_POLYGON_PERIMETER).any():
+        return False
+    steps = np.abs(np.diff(np.concatenate([xy, xy[:1]]), axis=0)).max(axis=1)
+    return bool(steps.sum() <= _MAX_POLYGON_PERIMETER)
 
 
 def _rle(segmentation: list | dict, is_polygon: bool, height: int, width: int) -> dict:
@@ -216,11 +294,18 @@ def _rle(segmentation: list | dict, is_polygon: bool, height: int, width: int) -
     return {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
+def _is_finite_number(v: Any) -> bool:
+    try:
+        return isinstance(v, (int, float)) and math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _parse_box(bbox: Any, height: int, width: int) -> tuple[np.ndarray | None, str | None]:
     """COCO [x, y, w, h] -> clipped XYXY, or (None, why). A clipped box comes with a note."""
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
         return None, "no bbox" if bbox is None else f"malformed bbox {bbox!r}"
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
+    if not all(_is_finite_number(v) for v in bbox):
         return None, f"non-finite bbox {list(bbox)}"
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
@@ -241,6 +326,8 @@ def _parse_part(
     ann_id = -1 if ann_id is None else ann_id
     record = {"image_id": image_id, "ann_id": ann_id}
     seg, is_polygon, note = _clean_segmentation(ann.get("segmentation"))
+    if note and seg is None:
+        return note  # a mask was given but none is usable: the part cannot be evaluated
     if note:
         repaired.append({**record, "reason": note})
     if seg is not None and not is_polygon and seg["size"] != [height, width]:
@@ -249,6 +336,9 @@ def _parse_part(
     box, box_note = _parse_box(ann.get("bbox"), height, width)
     if box is None and seg is not None:
         x, y, w, h = mask_utils.toBbox(_rle(seg, is_polygon, height, width)).tolist()
+        if not is_polygon:  # an RLE of another size than the image: its box in the image's frame
+            sy, sx = height / seg["size"][0], width / seg["size"][1]
+            x, y, w, h = x * sx, y * sy, w * sx, h * sy
         box, _ = _parse_box([x, y, w, h], height, width)
         if box is not None and ann.get("bbox") is not None:
             repaired.append({**record, "reason": f"{box_note}; box taken from the segmentation"})
@@ -277,6 +367,10 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
     used = {c for c in (_as_int(a.get("category_id")) for a in anns) if c is not None}
     label_of, names, cat_ids = _label_map(data["categories"], class_names, used, path)
     index = PartDataIndex(root, split, names, cat_ids, [])
+    index.skipped_annotations += [
+        {"image_id": None, "ann_id": None, "reason": f"annotation of type {type(a).__name__}, not an object"}
+        for a in data["annotations"] if not isinstance(a, dict)
+    ]
 
     by_id: dict[int, ImageEntry] = {}
     for img in data["images"]:
@@ -294,7 +388,7 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
             index.skipped_images.append({**record, "reason": f"file not found under {image_dir}"})
             continue
         height, width = _as_int(img.get("height")), _as_int(img.get("width"))
-        if not (height and width and height > 0 and width > 0):
+        if not _plausible_size(height, width):
             try:
                 height, width = image_size(file_path)
             except DataError as e:
@@ -308,11 +402,14 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
             f"{index.skipped_images[0]['file_name']!r}: {index.skipped_images[0]['reason']}"
         )
 
+    skipped_ids = {_as_int(r["image_id"]) for r in index.skipped_images} - by_id.keys() - {None}
     for ann in anns:
         image_id, cat_id = _as_int(ann.get("image_id")), _as_int(ann.get("category_id"))
         entry = by_id.get(image_id)
-        if entry is None:
-            reason = f"unknown or skipped image id {ann.get('image_id')!r}"
+        if entry is None and image_id in skipped_ids:
+            reason = "its image is skipped"
+        elif entry is None:
+            reason = f"unknown image id {ann.get('image_id')!r}"
         elif cat_id not in label_of:
             reason = f"unknown category id {ann.get('category_id')!r}"
         else:
@@ -326,8 +423,8 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
         )
     index.images = list(by_id.values())
     skipped = len(index.skipped_images) + len(index.skipped_annotations)
-    if skipped:
-        logger.warning(
+    if skipped:  # info only: callers summarise the records in one line (wps_sam.data.checks)
+        logger.info(
             "%s: skipped %d image(s) and %d annotation(s); see the index's records",
             path,
             len(index.skipped_images),

@@ -16,7 +16,26 @@ from wps_sam.errors import DataError
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # these swap height and width
-_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Pillow's default MAX_IMAGE_PIXELS; it raises DecompressionBombError above twice that many pixels.
+_DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
+def pixel_limit() -> int:
+    """The most pixels an image may have before it counts as a decompression bomb.
+
+    Twice ``PIL.Image.MAX_IMAGE_PIXELS`` (where Pillow itself refuses), or twice Pillow's default when
+    another library set the limit to ``None``: a bomb must never reach the allocator.
+    """
+    return 2 * (Image.MAX_IMAGE_PIXELS or _DEFAULT_MAX_PIXELS)
+
+
+def check_pixels(width: int, height: int, path: Path) -> None:
+    """Raise :class:`DataError` if a ``width`` x ``height`` image (from its header) is a decompression bomb."""
+    if width * height > pixel_limit():
+        raise DataError(
+            f"image {path} is a decompression bomb: {width}x{height} = {width * height} pixels, more than "
+            f"{pixel_limit()} (raise PIL.Image.MAX_IMAGE_PIXELS if the image is genuine)"
+        )
 
 
 def _to_uint8(values: np.ndarray, bit_depth_max: float | None) -> np.ndarray:
@@ -48,12 +67,17 @@ def read_image(path: Path) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as image:
+            check_pixels(*image.size, path)
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
     except FileNotFoundError as e:
         raise DataError(f"image {path} not found") from e
-    except _READ_ERRORS as e:
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DataError(f"image {path} is a decompression bomb: {e}") from e
+    except Exception as e:  # decoders of corrupt files raise anything: struct.error, EOFError, IndexError ...
         raise DataError(f"image {path} cannot be read: {e}") from e
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise DataError(f"image {path} is empty ({rgb.shape})")
@@ -66,10 +90,15 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+            check_pixels(width, height, path)
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     except FileNotFoundError as e:
         raise DataError(f"image {path} not found") from e
-    except _READ_ERRORS as e:
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DataError(f"image {path} is a decompression bomb: {e}") from e
+    except Exception as e:  # as in read_image: a corrupt header can raise anything
         raise DataError(f"image {path} cannot be read: {e}") from e
     if orientation in _TRANSPOSED_ORIENTATIONS:
         height, width = width, height

@@ -64,8 +64,12 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> t
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
-        logger.info("rank %d of %d (local %d) joined the %s process group", rank, world_size, local_rank, backend)
+        dist.init_process_group(
+            backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+        )
+        logger.info(
+            "rank %d of %d (local %d) joined the %s process group", rank, world_size, local_rank, backend
+        )
     return rank, world_size, local_rank
 
 
@@ -122,7 +126,9 @@ def wrap_prompter(model: WPSSAM, device: torch.device | None = None) -> Distribu
     from torch.nn.parallel import DistributedDataParallel
 
     if not is_distributed():
-        raise RuntimeError("wrap_prompter needs an initialised process group (init_distributed under torchrun)")
+        raise RuntimeError(
+            "wrap_prompter needs an initialised process group (init_distributed under torchrun)"
+        )
     device_ids = None
     if device is not None and device.type == "cuda":
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()]

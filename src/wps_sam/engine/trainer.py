@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader
 
 from ..build import build_sam_from_config, build_training_criterion, build_wps_sam
 from ..config import Config, config_to_dict, save_config
-from ..data.coco import PartDataIndex, load_split
+from ..data.checks import triaged_split
 from ..data.datasets import PartSegmentationDataset, collate_parts
 from ..data.transforms import SamTransform
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, TrainingError
 from . import run_dir
 from .loop import train_step
 from .schedule import warmup_cosine
@@ -48,17 +48,6 @@ def _batches(order: list[int], batch_size: int, start_batch: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(start_batch * batch_size, len(order), batch_size)]
 
 
-def _check_split(index: PartDataIndex, strict: bool) -> None:
-    skipped = len(index.skipped_images) + len(index.skipped_annotations)
-    if skipped or index.repaired:
-        message = (f"{index.split}: skipped {len(index.skipped_images)} image(s) and "
-                   f"{len(index.skipped_annotations)} annotation(s), repaired {len(index.repaired)} "
-                   f"(see `wps-sam check-data --data {index.root} --split {index.split}`)")
-        if strict and skipped:
-            raise DataError(f"--strict: {message}")
-        logger.warning(message)
-
-
 def split_exists(root: str | Path, split: str) -> bool:
     root = Path(root)
     return (root / "annotations" / split / f"{split}.json").is_file() or (
@@ -78,15 +67,15 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
 
     torch.manual_seed(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    index = load_split(cfg.data.root, cfg.data.train_split)
-    _check_split(index, cfg.data.strict)
+    # The same triage as `wps-sam check-data`: unreadable images and faulty annotations are skipped.
+    index = triaged_split(cfg.data.root, cfg.data.train_split, strict=cfg.data.strict, progress=progress)
     if not index.images:
         raise DataError(f"{cfg.data.root}: split '{cfg.data.train_split}' has no usable image")
     class_names = index.class_names
     val_index = None
     if cfg.train.validate and split_exists(cfg.data.root, cfg.data.val_split):
-        val_index = load_split(cfg.data.root, cfg.data.val_split, class_names=class_names)
-        _check_split(val_index, cfg.data.strict)
+        val_index = triaged_split(cfg.data.root, cfg.data.val_split, class_names=class_names,
+                                  strict=cfg.data.strict, progress=progress)
 
     sam = build_sam_from_config(cfg)
     sam_sha256 = getattr(sam, "checkpoint_sha256", "")
@@ -119,6 +108,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         save_config(cfg, out / run_dir.CONFIG_FILE)
 
     def save_state() -> None:
+        # Never overwrite the last good state with a broken one (the loss can be finite for one
+        # more step while an overflowing update already wrote inf into the weights).
+        if not all(torch.isfinite(p).all() for p in model.prompter.parameters()):
+            raise TrainingError(
+                f"the prompter's weights are not finite at step {global_step}: stopping; the last saved "
+                f"state in {out} is kept. Lower --lr or set train.grad_clip, then --resume."
+            )
         run_dir.save_weights(out, model.prompter, class_names, cfg, sam_sha256)
         snapshot: dict[str, Any] = {
             "prompter": model.prompter.state_dict(),

@@ -315,6 +315,26 @@ def evaluate_prompted_miou(
     return {"box_miou": box.mean().item(), "point_miou": point.mean().item(), "n_masks": len(box)}
 
 
+def evaluate_coco_miou(
+    sam: Sam, annotations: str | Path, images_dir: str | Path, max_images: int | None = None
+) -> dict[str, float]:
+    """:func:`evaluate_prompted_miou` on a COCO-format part dataset (e.g. ToyParts val): every
+    annotation of the first ``max_images`` images (in id order) is one ground-truth mask."""
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(annotations))
+    images, masks = [], []
+    for image_id in sorted(coco.getImgIds())[:max_images]:
+        info = coco.loadImgs(image_id)[0]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None))
+        if not anns:
+            continue
+        images.append(np.asarray(Image.open(Path(images_dir) / info["file_name"]).convert("RGB")))
+        masks.append(np.stack([coco.annToMask(a).astype(bool) for a in anns]))
+    return evaluate_prompted_miou(sam, images, masks)
+
+
 def _images_to_input_padded(sam: Sam, resized: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float()
     return sam.preprocess(x)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -126,7 +125,9 @@ def restore_encoder(image_encoder: ImageEncoderViT) -> ImageEncoderViT:
 
 
 def is_accelerated(image_encoder: ImageEncoderViT) -> bool:
-    return isinstance(image_encoder, FastImageEncoderViT) and all(isinstance(block.attn, SdpaAttention) for block in image_encoder.blocks)
+    return isinstance(image_encoder, FastImageEncoderViT) and all(
+        isinstance(block.attn, SdpaAttention) for block in image_encoder.blocks
+    )
 
 
 def relative_error(x: Tensor, reference: Tensor) -> float:
@@ -166,13 +167,18 @@ class EncoderRunner:
             raise ValueError(f"dtype must be None, float32, bfloat16 or float16, got {dtype!r}")
         self.dtype: torch.dtype | None = None if dtype == torch.float32 else dtype
         self.compiled = compile
-        self._forward: Callable[[Tensor], Tensor] = self.image_encoder
+        self._forward: torch.nn.Module = self.image_encoder
         if compile:
             self._forward = torch.compile(self.image_encoder, mode=compile_mode)
 
     @property
     def device(self) -> torch.device:
         return self.image_encoder.patch_embed.proj.weight.device
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The encoder as it runs: the ``torch.compile`` wrapper when compiled, else the module itself."""
+        return self._forward
 
     @property
     def precision(self) -> str:
