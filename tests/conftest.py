@@ -21,3 +21,11 @@ def tiny_sam() -> Sam:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return build_sam("tiny", "random")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_embedding_cache(tmp_path_factory) -> None:
+    """Tests never write to the user's embedding cache (~/.cache/wps-sam)."""
+    import os
+
+    os.environ["WPS_SAM_CACHE"] = str(tmp_path_factory.mktemp("embedding-cache"))

@@ -23,6 +23,7 @@ from wps_sam.cache import (
     clear_cache,
     collate_cached,
     dataset_keys,
+    precompute_cache,
     sam_fingerprint,
 )
 from wps_sam.config import Config, DataConfig, PrompterConfig, SamConfig
@@ -313,3 +314,23 @@ def test_clear_cache(tmp_path):
     clear_cache(tmp_path / "cache")
     assert not (tmp_path / "cache").exists() and (tmp_path / "other" / "notes.txt").exists()
     clear_cache(tmp_path / "cache")  # nothing to clear
+
+
+def test_precompute_cache_for_the_cli(tmp_path, one_thread):
+    write_part_dataset(tmp_path / "data", "train", 2)
+    args = dict(
+        data_root=tmp_path / "data",
+        split="train",
+        cache_dir=tmp_path / "cache",
+        sam_type="tiny",
+        sam_checkpoint="random",
+        device="cpu",
+        progress=False,
+    )
+    for encoded in (2, 0):  # the same (seeded) random SAM: the second run finds everything cached
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            summary = precompute_cache(**args)
+        assert summary["images"] == 2 and summary["encoded"] == encoded and summary["cached_total"] == 2
+    assert summary["context"]["precision"] == "sdpa-fp32" and summary["context"]["image_size"] == 256

@@ -26,11 +26,14 @@ H, W = 30, 40  # every faulty image is this size as displayed
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small shared CPU, torch's default threads mostly wait for each other."""
+def _isolated(tmp_path_factory):
+    """A private embedding cache, and one intra-op thread: on a small shared CPU, torch's default
+    threads mostly wait for each other."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WPS_SAM_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
     torch.set_num_threads(threads)
 
 

@@ -129,9 +129,16 @@ def _check_cache(rank: int, sam, root: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_process_gloo(tmp_path):
     write_part_dataset(tmp_path / "data", "train", 3, seed=3)
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    # torch.multiprocessing.spawn's machinery with the "forkserver" start method: the server imports
+    # torch, segment-anything and wps-sam once and forks both ranks from it, where "spawn" imports
+    # them in each rank (most of this test's time on a small machine). Like spawn, and unlike a plain
+    # fork of this multi-threaded process, the ranks start from a clean single-threaded process.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, "wps_sam.build", "wps_sam.cache", "wps_sam.data.datasets"])
+    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="forkserver")
 
 
 def test_single_process_fallbacks():

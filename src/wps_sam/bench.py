@@ -3,7 +3,8 @@
 On the current device, in one run and with the same random weights:
 
 * **train**: a whole K-epoch run over N images, (a) the reference, which follows the official
-  WPS-SAM recipe: SAM's image encoder (segment-anything's attention, float32 with TF32 matmuls) in
+  WPS-SAM recipe: SAM's image encoder (segment-anything's attention, float32 in PyTorch's default
+  precision: float32 matmuls, TF32 cuDNN convolutions; ``reference_tf32`` allows TF32 matmuls) in
   every step, then a per-image Python loop for the teacher tokens, the matching and the loss; and
   (b) ours: build the embedding cache once (fast encoder, bf16 on CUDA, written to disk and made
   resident), then K epochs of :func:`~wps_sam.engine.loop.train_step` reading it. The reference is
@@ -33,7 +34,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,8 @@ def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
 
 
 @contextlib.contextmanager
-def _fp32_matmul(dev: torch.device, tf32: bool) -> Iterator[None]:
-    """On CUDA, TF32 matmuls and convolutions on (the reference's "fp32/TF32") or off (true float32).
+def _fp32_precision(dev: torch.device, matmul_tf32: bool, cudnn_tf32: bool) -> Iterator[None]:
+    """On CUDA, TF32 for float32 matmuls and cuDNN convolutions on or off (PyTorch's defaults: off, on).
 
     A no-op on the CPU, where a lower matmul precision would let oneDNN use bf16 kernels.
     """
@@ -92,8 +93,8 @@ def _fp32_matmul(dev: torch.device, tf32: bool) -> Iterator[None]:
         yield
         return
     old = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if matmul_tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = cudnn_tf32
     try:
         yield
     finally:
@@ -167,8 +168,8 @@ class _Run:
         return order[position * self.batch_size :][: self.batch_size].tolist()
 
 
-def _measure_reference(run: _Run) -> dict[str, float]:
-    """(a) SAM's own encoder in float32 with TF32 matmuls in every step, then the per-image loop."""
+def _measure_reference(run: _Run, tf32: bool) -> dict[str, float]:
+    """(a) SAM's own encoder in float32 in every step, then the per-image loop."""
     from .sam.encoder import restore_encoder
 
     restore_encoder(run.model.image_encoder)
@@ -181,7 +182,7 @@ def _measure_reference(run: _Run) -> dict[str, float]:
         targets = [{name: v.to(run.dev) for name, v in run.targets[i].items()} for i in idx]
         _reference_step(run.model, run.criterion, opt, sched, inputs[: len(idx)], targets)
 
-    with _fp32_matmul(run.dev, tf32=True):
+    with _fp32_precision(run.dev, matmul_tf32=tf32, cudnn_tf32=True):
         for k in range(run.warmup):
             step(k)
         step_s = _timed(run.dev, lambda: [step(run.warmup + k) for k in range(run.measured)]) / run.measured
@@ -249,6 +250,7 @@ def run_benchmark(
     compile: bool | None = None,
     prompter: PrompterConfig | None = None,
     full_run_budget_s: float = 300.0,
+    reference_tf32: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Measure everything the module docstring lists; write and return the result.
@@ -262,6 +264,8 @@ def run_benchmark(
         compile: ``torch.compile`` the encoder for ``encoder_img_s`` and prediction (default: on CUDA).
         prompter: the prompter's configuration (default: the paper's).
         full_run_budget_s: run our whole K-epoch loop when it is estimated to take at most this.
+        reference_tf32: let the reference's float32 matmuls use TF32. The official code leaves
+            PyTorch's default (float32 matmuls, TF32 convolutions), which the reference follows.
     """
     from .build import build_training_criterion, build_wps_sam
     from .sam.backbones import build_sam
@@ -303,7 +307,7 @@ def run_benchmark(
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    details: dict[str, Any] = _measure_reference(run)
+    details: dict[str, Any] = _measure_reference(run, reference_tf32)
     if dev.type == "cuda":  # peak_mem_gb is ours: cache, training, encoder and prediction
         details["reference_peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 1e9
         torch.cuda.empty_cache()
@@ -337,7 +341,8 @@ def run_benchmark(
             "prompter": dataclasses.asdict(cfg.prompter),
             "quick": quick,
             "seed": seed,
-            "reference": "segment-anything attention, float32 with TF32 matmuls, per-image loop",
+            "reference": "segment-anything attention, float32 "
+            f"({'TF32' if reference_tf32 else 'float32'} matmuls, TF32 cuDNN convolutions), per-image loop",
             "ours": f"cache built once ({runner.precision}, eager), train_step with amp={dev.type == 'cuda'}",
             "encoder": f"{runner.precision}, compile={compile}, batch {batch_size}",
             "predict": f"PartPredictor, {PREDICT_IMAGE_SIZE[0]}x{PREDICT_IMAGE_SIZE[1]} uint8 images, "
@@ -361,7 +366,7 @@ def _measure_encoder(encoder, batch: Tensor, dev: torch.device, compile: bool, q
 
     iters = 1 if quick else 10
     restore_encoder(encoder)
-    with _fp32_matmul(dev, tf32=False), torch.no_grad():
+    with _fp32_precision(dev, matmul_tf32=False, cudnn_tf32=False), torch.no_grad():
         expected = encoder(batch)
     eager = EncoderRunner(encoder)
     out = eager(batch)
@@ -393,12 +398,16 @@ def _measure_predict(
     photos = [rng.integers(0, 256, (*PREDICT_IMAGE_SIZE, 3), dtype=np.uint8) for _ in range(batch_size)]
     batches = 2 if quick else 10
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    sizes = [p.shape[:2] for p in photos]
+    # One thread prepares the next batch while the GPU works on this one; four resize its images.
+    with ThreadPoolExecutor(max_workers=1) as ahead_pool, ThreadPoolExecutor(max_workers=4) as resize_pool:
 
-        def prepare() -> Any:
-            return pool.submit(lambda: torch.stack(list(pool.map(predictor.transform.apply_image, photos))))
+        def prepare() -> Future:
+            return ahead_pool.submit(
+                lambda: torch.stack(list(resize_pool.map(predictor.transform.apply_image, photos)))
+            )
 
-        predictor.predict_torch(prepare().result(), [p.shape[:2] for p in photos])  # warm-up
+        predictor.predict_torch(prepare().result(), sizes)  # warm-up
 
         def run() -> None:
             ahead = prepare()
@@ -406,7 +415,7 @@ def _measure_predict(
                 inputs = ahead.result()
                 if b + 1 < batches:
                     ahead = prepare()
-                predictor.predict_torch(inputs, [p.shape[:2] for p in photos])
+                predictor.predict_torch(inputs, sizes)
 
         seconds = _timed(dev, run)
     return batches * batch_size / seconds

@@ -10,6 +10,7 @@ from .modeling.prompter import build_prompter
 from .modeling.wps_sam import WPSSAM
 from .sam.backbones import build_sam
 from .sam.decoder import PromptMaskDecoder
+from .sam.encoder import accelerate_encoder
 from .sam.teacher import TeacherTokens
 
 
@@ -23,7 +24,8 @@ def build_wps_sam(cfg: Config, num_classes: int, sam: Sam | None = None) -> WPSS
     embed_size = tuple(sam.prompt_encoder.image_embedding_size)
     prompter = build_prompter(cfg.prompter, num_classes, embed_size)
     return WPSSAM(
-        image_encoder=sam.image_encoder,
+        # Same weights, attention through scaled_dot_product_attention (see sam/encoder.py).
+        image_encoder=accelerate_encoder(sam.image_encoder),
         prompter=prompter,
         teacher=TeacherTokens(sam.prompt_encoder),
         decoder=PromptMaskDecoder(sam.prompt_encoder, sam.mask_decoder),

@@ -7,7 +7,9 @@ exit code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -30,8 +32,9 @@ def _config_overrides(args: argparse.Namespace) -> list[str]:
         "lr": "train.lr", "seed": "train.seed", "device": "train.device", "save_every": "train.save_every",
         "num_workers": "data.num_workers",
     }
-    items = [f"{key}={getattr(args, name)}" for name, key in mapping.items()
-             if getattr(args, name, None) is not None]
+    # Strings go in as JSON (= YAML) strings, so that a path named "yes" or "123" stays a string.
+    items = [f"{key}={json.dumps(value) if isinstance(value, str) else value}" for name, key in mapping.items()
+             if (value := getattr(args, name, None)) is not None]
     if getattr(args, "strict", False):
         items.append("data.strict=true")
     return items + list(getattr(args, "set", None) or [])
@@ -53,8 +56,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    import json
-
     from .atomic import atomic_write_json
     from .data.checks import triaged_split
     from .evaluation.evaluator import evaluate
@@ -135,8 +136,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_check_data(args: argparse.Namespace) -> None:
-    import json
-
     from .data.checks import check_data, format_report
 
     report = check_data(args.data, args.split, decode_images=not args.quick, progress=not args.no_progress)
@@ -169,10 +168,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _sha256_arg(value: str) -> str:
+    digest = value.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise argparse.ArgumentTypeError(f"expected 64 hexadecimal digits, got {value!r}")
+    return digest
+
+
 def _add_sam_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h", "tiny"])
     p.add_argument("--sam-checkpoint", help="official SAM checkpoint file, or 'random' (tests only)")
-    p.add_argument("--sam-sha256", help="refuse the checkpoint unless its sha256 is this")
+    p.add_argument("--sam-sha256", type=_sha256_arg, help="refuse the checkpoint unless its sha256 is this")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
     p.add_argument("--strict", action="store_true", help="refuse data sets with skipped images or annotations")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.warmup_steps=100")
+    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
+                   help="config overrides, e.g. train.warmup_steps=100 (may be repeated)")
     _add_common(p)
     p.set_defaults(func=cmd_train)
 

@@ -90,6 +90,9 @@ class TrainConfig:
     save_every: int = 500  # optimiser steps between resumable checkpoints (and at every epoch end)
     log_every: int = 50  # optimiser steps between metrics.jsonl records
     validate: bool = True  # evaluate on data.val_split after every epoch when it exists with masks
+    cache: bool = True  # run the frozen encoder once per image and train from the embedding cache
+    cache_dir: str | None = None  # None: $WPS_SAM_CACHE or ~/.cache/wps-sam/embeddings
+    compile_encoder: bool = False  # torch.compile the SAM encoder while building the cache
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,16 @@ _CHOICES = {
     ("data", "point_mode"): ("interior", "box_center"),
 }
 _POSITIVE = {
-    ("prompter", "num_queries"), ("prompter", "hidden_dim"), ("prompter", "nheads"),
-    ("prompter", "dim_feedforward"), ("prompter", "num_tokens"), ("train", "epochs"),
-    ("train", "batch_size"), ("train", "lr"), ("train", "save_every"), ("train", "log_every"),
+    ("prompter", "num_queries"),
+    ("prompter", "hidden_dim"),
+    ("prompter", "nheads"),
+    ("prompter", "dim_feedforward"),
+    ("prompter", "num_tokens"),
+    ("train", "epochs"),
+    ("train", "batch_size"),
+    ("train", "lr"),
+    ("train", "save_every"),
+    ("train", "log_every"),
 }
 
 
@@ -138,8 +148,9 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
         sections[f.name] = _build_section(f.default_factory, section, f.name, source)
     unknown = set(data) - {f.name for f in fields(Config)}
     if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; known: "
-                          f"{[f.name for f in fields(Config)]}")
+        raise ConfigError(
+            f"{source}: unknown section(s) {sorted(unknown)}; known: {[f.name for f in fields(Config)]}"
+        )
     cfg = Config(**sections)
     validate(cfg)
     return cfg
@@ -149,8 +160,10 @@ def _build_section(cls: type, values: dict[str, Any], name: str, source: str) ->
     known = {f.name: f for f in fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {sorted(f'{name}.{k}' for k in unknown)}; "
-                          f"known: {sorted(f'{name}.{k}' for k in known)}")
+        raise ConfigError(
+            f"{source}: unknown key(s) {sorted(f'{name}.{k}' for k in unknown)}; "
+            f"known: {sorted(f'{name}.{k}' for k in known)}"
+        )
     default = cls()
     coerced = {k: _coerce(v, getattr(default, k), f"{name}.{k}", source) for k, v in values.items()}
     return dataclasses.replace(default, **coerced)
@@ -212,8 +225,10 @@ def validate(cfg: Config) -> None:
         if value is None or value <= 0:
             raise ConfigError(f"{section}.{key} must be positive, got {value!r}")
     if cfg.prompter.hidden_dim % cfg.prompter.nheads:
-        raise ConfigError(f"prompter.hidden_dim ({cfg.prompter.hidden_dim}) must be divisible by "
-                          f"prompter.nheads ({cfg.prompter.nheads})")
+        raise ConfigError(
+            f"prompter.hidden_dim ({cfg.prompter.hidden_dim}) must be divisible by "
+            f"prompter.nheads ({cfg.prompter.nheads})"
+        )
     if cfg.prompter.enc_layers < 0 or cfg.prompter.dec_layers < 1:
         raise ConfigError("prompter.enc_layers must be >= 0 and prompter.dec_layers >= 1")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:

@@ -53,11 +53,13 @@ def train_step(
     device: torch.device,
     amp: bool = True,
     grad_clip: float | None = None,
+    prompter: torch.nn.Module | None = None,
 ) -> dict[str, float]:
     """Encode (frozen), teacher tokens (frozen), prompter forward, match, loss, one optimiser step.
 
     Returns the weighted total ``loss``, each loss term and the criterion's statistics as floats.
     Raises :class:`TrainingError` if the loss is not finite; the parameters are then left untouched.
+    ``prompter``: the module to run the prompter through (its DDP wrapper under torchrun).
     """
     batch = move_batch(batch, device)
     embeddings = image_embeddings(model, batch, device, amp)
@@ -65,7 +67,13 @@ def train_step(
     for target, tokens in zip(targets, model.teacher_tokens(targets)):
         target["tokens"] = tokens
     with autocast(device, amp):
-        outputs = model(embeddings)
+        outputs = (prompter or model.prompter)(embeddings)
+    if not all(torch.isfinite(outputs[k]).all() for k in ("pred_logits", "pred_tokens")):
+        # Diverged weights: the matcher would refuse the costs with a ValueError; say what happened.
+        raise TrainingError(
+            "the loss is not finite (the prompter's outputs hold NaN or inf): stopping; the last saved "
+            "state is kept. Lower --lr or set train.grad_clip, then --resume."
+        )
     losses = criterion(outputs, targets)
     loss = criterion.weighted_total(losses)
     if not math.isfinite(loss.item()):

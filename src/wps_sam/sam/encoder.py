@@ -5,7 +5,9 @@ relative-position bias of MViTv2 (``add_decomposed_rel_pos``) and runs softmax a
 as separate ops. :func:`accelerate_encoder` swaps the attention of every block for
 :class:`SdpaAttention`, which builds the same bias and hands it, with q, k and v, to
 ``F.scaled_dot_product_attention`` as an additive ``attn_mask`` (fused, memory-efficient kernels on
-CUDA). Parameters, buffers and ``state_dict`` keys are untouched, so checkpoints load as before.
+CUDA), and the encoder itself for :class:`FastImageEncoderViT`, which keeps the residual stream and
+the neck in float32 under autocast. Modules are re-classed, not rebuilt: parameters, buffers and
+``state_dict`` keys are untouched, so checkpoints load as before and :func:`restore_encoder` undoes it.
 
 :class:`EncoderRunner` adds the precision (bf16 autocast on CUDA) and an optional ``torch.compile``.
 The idea follows pytorch-labs' *segment-anything-fast*; the code is our own.
@@ -14,14 +16,11 @@ The idea follows pytorch-labs' *segment-anything-fast*; the code is our own.
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, ImageEncoderViT, get_rel_pos
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 
 def decomposed_rel_pos_bias(
