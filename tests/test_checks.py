@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from tests.data.fixtures import rectangle_polygon, uncompressed_rle, write_part_dataset
+
 from wps_sam.cli import main
 from wps_sam.data.checks import ImageVerdict, check_data, format_report, inspect_image, triaged_split
 from wps_sam.errors import DataError
@@ -89,7 +89,7 @@ def _convertible_images(folder):
     Image.fromarray(rgb).convert("RGBA").save(folder / "rgba.png")
     Image.fromarray(rgb).convert("P").save(folder / "palette.png")
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 257)).save(folder / "deep.png")
+    Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257).save(folder / "deep.png")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90 degrees: stored W x H, displayed H x W
     (folder / "rotated.jpg").write_bytes(_jpeg_bytes(np.ascontiguousarray(rgb.transpose(1, 0, 2)), exif=exif))
@@ -155,10 +155,14 @@ def write_faulty_dataset(root, split="train"):
         3: ({**base, "bbox": [w + 10, 1, 5, 5], "segmentation": None}, "outside"),
         4: ({**base, "bbox": [1, 1, 5, 5], "category_id": 999}, "unknown category"),
         5: ({**base, "bbox": [1, 1, 5, 5], "segmentation": [[1, 1, 5, 1], [3, 3]]}, "degenerate polygon"),
-        6: ({**base, "bbox": [1, 1, 5, 5], "segmentation": {"size": [h, w], "counts": [1, 2, 3]}},
-            "malformed RLE"),  # fmt: skip
-        7: ({**base, "bbox": [1, 1, 5, 5], "segmentation": {"size": [h, w], "counts": "0\x7f!!"}},
-            "malformed RLE"),  # fmt: skip
+        6: (
+            {**base, "bbox": [1, 1, 5, 5], "segmentation": {"size": [h, w], "counts": [1, 2, 3]}},
+            "malformed RLE",
+        ),  # fmt: skip
+        7: (
+            {**base, "bbox": [1, 1, 5, 5], "segmentation": {"size": [h, w], "counts": "0\x7f!!"}},
+            "malformed RLE",
+        ),  # fmt: skip
         8: ({**base, "bbox": [1, 1, 5, 5], "image_id": 99999}, "image id"),
     }
     repairs = {
@@ -192,7 +196,13 @@ def faulty(tmp_path_factory):
 def test_check_data_skips_and_repairs_every_fault_with_its_reason(faulty):
     root, expected = faulty
     report = check_data(root, "train")
-    assert set(report) == {"images_total", "images_usable", "images_skipped", "annotations_skipped", "repaired"}
+    assert set(report) == {
+        "images_total",
+        "images_usable",
+        "images_skipped",
+        "annotations_skipped",
+        "repaired",
+    }
     json.dumps(report, allow_nan=False)  # --json output is strict JSON
     assert report["images_total"] == expected["images_total"]
     assert report["images_usable"] == expected["images_total"] - len(expected["images_skipped"])

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from tests.data.fixtures import write_part_dataset
+
 from wps_sam.cli import main
 from wps_sam.errors import WpsSamError
 from wps_sam.modeling.criterion import SetCriterion

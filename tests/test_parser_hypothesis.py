@@ -24,12 +24,16 @@ garbage = st.recursive(
     max_leaves=6,
 )
 small_int = st.integers(-3, 6)
-number = st.integers(-50, 60) | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
-    [10**400, -(10**30), 1e308, True]
+number = (
+    st.integers(-50, 60)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([10**400, -(10**30), 1e308, True])
 )
 size = st.integers(-2, 40) | st.sampled_from([0, 10**9, 10**40]) | st.floats() | garbage
 
-file_name = st.sampled_from([*FILES, "c.png", "missing.png", "", "x" * 300, "../a.png", "a\x00.png"]) | garbage
+file_name = (
+    st.sampled_from([*FILES, "c.png", "missing.png", "", "x" * 300, "../a.png", "a\x00.png"]) | garbage
+)
 image = st.fixed_dictionaries(
     {"id": small_int | garbage},
     optional={"file_name": file_name, "height": size, "width": size},
@@ -43,9 +47,7 @@ rle_counts = (
 )
 rle = st.fixed_dictionaries({}, optional={"size": st.lists(size, max_size=3), "counts": rle_counts})
 polygon = st.lists(number, max_size=10)
-segmentation = (
-    st.lists(polygon, max_size=3) | polygon | rle | st.lists(rle, min_size=1, max_size=2) | garbage
-)
+segmentation = st.lists(polygon, max_size=3) | polygon | rle | st.lists(rle, min_size=1, max_size=2) | garbage
 annotation = st.fixed_dictionaries(
     {},
     optional={
@@ -57,14 +59,17 @@ annotation = st.fixed_dictionaries(
         "iscrowd": garbage,
     },
 )
-document = st.fixed_dictionaries(
-    {},
-    optional={
-        "images": st.lists(image, max_size=5) | garbage,
-        "annotations": st.lists(annotation | garbage, max_size=8),
-        "categories": st.lists(category, max_size=3) | garbage,
-    },
-) | garbage
+document = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "images": st.lists(image, max_size=5) | garbage,
+            "annotations": st.lists(annotation | garbage, max_size=8),
+            "categories": st.lists(category, max_size=3) | garbage,
+        },
+    )
+    | garbage
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +139,17 @@ def _annotation(**fields):
         ({**VALID, "annotations": [_annotation(segmentation={"size": [12, 16], "counts": [1, 2]})]}, "RLE"),
         ({**VALID, "annotations": [_annotation(segmentation={"size": [-12, 16], "counts": [1]})]}, "RLE"),
         ({**VALID, "annotations": [_annotation(segmentation={"size": [12, 16], "counts": "é"})]}, "RLE"),
-        ({**VALID, "annotations": [_annotation(segmentation=[{"size": [12, 16], "counts": [192]},
-                                                             {"size": [6, 8], "counts": [48]}])]}, "RLE"),
+        (
+            {
+                **VALID,
+                "annotations": [
+                    _annotation(
+                        segmentation=[{"size": [12, 16], "counts": [192]}, {"size": [6, 8], "counts": [48]}]
+                    )
+                ],
+            },
+            "RLE",
+        ),
         ({**VALID, "annotations": [_annotation(segmentation=[[0, 0, 1e9, 0, 1e9, 1e9]])]}, "polygon"),
         ({**VALID, "annotations": [_annotation(segmentation=[[0, 0, 2**70, 0, 5, 5]])]}, "polygon"),
         ({**VALID, "images": [{"id": 1, "file_name": "a.png", "height": 10**12, "width": 10**12}]}, None),

@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from tests.data.fixtures import write_part_dataset
+
 from wps_sam.cli import main
 
 TOTAL_STEPS = 8  # 3 images, batch 1: the kill lands mid-epoch and resume crosses epoch boundaries

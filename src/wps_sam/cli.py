@@ -145,6 +145,37 @@ def cmd_check_data(args: argparse.Namespace) -> None:
         raise WpsSamError(f"--strict: {skipped} image(s) or annotation(s) of split '{args.split}' are skipped")
 
 
+def cmd_cache(args: argparse.Namespace) -> None:
+    from .cache import clear_cache, default_cache_dir, precompute_cache
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    if args.clear:
+        clear_cache(cache_dir)
+        print(f"cleared {cache_dir}")
+        return
+    if not args.data:
+        raise WpsSamError("cache needs --data ROOT (or --clear)")
+    summary = precompute_cache(args.data, args.split, cache_dir, sam_type=args.sam_type or "vit_b",
+                               sam_checkpoint=args.sam_checkpoint, sam_sha256=args.sam_sha256,
+                               device=args.device or "auto", batch_size=args.batch_size,
+                               num_workers=args.num_workers, dtype=args.dtype, compile=args.compile,
+                               progress=not args.no_progress)
+    print(json.dumps(summary))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import torch
+
+    from .bench import format_table, run_benchmark
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = run_benchmark(device=device, sam_type=args.sam_type or "vit_b", images=args.images,
+                           epochs=args.epochs, batch_size=args.batch_size, out_dir=Path(args.out_dir),
+                           quick=args.quick, compile=False if args.no_compile else None,
+                           reference_tf32=args.reference_tf32)
+    print(format_table([result]))
+
+
 def cmd_data_toyparts(args: argparse.Namespace) -> None:
     from .data.toyparts import generate_toyparts
 
@@ -237,6 +268,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit non-zero if anything is skipped")
     _add_common(p)
     p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("cache", help="precompute the frozen encoder's embeddings of a split")
+    p.add_argument("--data")
+    p.add_argument("--split", default="train")
+    p.add_argument("--cache-dir", help="default: $WPS_SAM_CACHE or ~/.cache/wps-sam/embeddings")
+    _add_sam_options(p)
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder")
+    p.add_argument("--clear", action="store_true", help="delete the cache folder")
+    _add_common(p)
+    p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("bench", help="benchmark the official recipe against ours on this device")
+    p.add_argument("--device", help="default: cuda when available, else cpu")
+    p.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h", "tiny"])
+    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out-dir", default="benchmarks/results")
+    p.add_argument("--quick", action="store_true", help="fewer timed steps (a smoke run)")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--reference-tf32", action="store_true", help="let the reference use TF32 matmuls")
+    _add_common(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="data set tools")
     data_sub = p.add_subparsers(dest="data_command", required=True)

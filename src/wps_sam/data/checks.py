@@ -32,10 +32,25 @@ logger = logging.getLogger(__name__)
 
 _EXIF_ORIENTATION = 0x0112
 _MODE_NAMES = {
-    "1": "1-bit", "L": "grayscale", "LA": "grayscale+alpha", "La": "grayscale+alpha", "P": "palette",
-    "PA": "palette+alpha", "RGBA": "RGBA", "RGBa": "RGBA", "RGBX": "RGBX", "CMYK": "CMYK",
-    "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV", "I": "32-bit integer", "F": "32-bit float",
-    "I;16": "16-bit", "I;16L": "16-bit", "I;16B": "16-bit", "I;16N": "16-bit",
+    "1": "1-bit",
+    "L": "grayscale",
+    "LA": "grayscale+alpha",
+    "La": "grayscale+alpha",
+    "P": "palette",
+    "PA": "palette+alpha",
+    "RGBA": "RGBA",
+    "RGBa": "RGBA",
+    "RGBX": "RGBX",
+    "CMYK": "CMYK",
+    "YCbCr": "YCbCr",
+    "LAB": "Lab",
+    "HSV": "HSV",
+    "I": "32-bit integer",
+    "F": "32-bit float",
+    "I;16": "16-bit",
+    "I;16L": "16-bit",
+    "I;16B": "16-bit",
+    "I;16N": "16-bit",
 }
 
 
@@ -131,8 +146,15 @@ def verify_images(index: PartDataIndex, decode: bool = True, progress: bool = Fa
     paths = [entry.path for entry in index.images]
     workers = max(1, min(4, os.cpu_count() or 1))  # Pillow decodes without the GIL
     with ThreadPoolExecutor(workers) as pool:
-        verdicts = list(tqdm(pool.map(lambda p: inspect_image(p, decode), paths), total=len(paths),
-                             disable=not progress, desc=f"check {index.split}", dynamic_ncols=True))
+        verdicts = list(
+            tqdm(
+                pool.map(lambda p: inspect_image(p, decode), paths),
+                total=len(paths),
+                disable=not progress,
+                desc=f"check {index.split}",
+                dynamic_ncols=True,
+            )
+        )
     kept, skipped_ids = [], set()
     for entry, verdict in zip(index.images, verdicts):
         if verdict.problem is not None:
@@ -148,11 +170,13 @@ def verify_images(index: PartDataIndex, decode: bool = True, progress: bool = Fa
         index.repaired += [{"image_id": entry.image_id, "reason": note} for note in verdict.notes]
         if verdict.size != (entry.height, entry.width):
             height, width = verdict.size
-            index.repaired.append({
-                "image_id": entry.image_id,
-                "reason": f"json size {entry.height}x{entry.width} differs from the file's {height}x{width}; "
-                "annotations scaled to the file",
-            })
+            index.repaired.append(
+                {
+                    "image_id": entry.image_id,
+                    "reason": f"json size {entry.height}x{entry.width} differs from the file's {height}x{width}; "
+                    "annotations scaled to the file",
+                }
+            )
             entry = rescale_entry(entry, height, width)
         kept.append(entry)
     index.images = kept
@@ -183,7 +207,11 @@ def report_of(index: PartDataIndex) -> dict[str, Any]:
             {"file": _json_safe(r.get("file_name")), "reason": r["reason"]} for r in index.skipped_images
         ],
         "annotations_skipped": [
-            {"id": _json_safe(r.get("ann_id")), "image_id": _json_safe(r.get("image_id")), "reason": r["reason"]}
+            {
+                "id": _json_safe(r.get("ann_id")),
+                "image_id": _json_safe(r.get("image_id")),
+                "reason": r["reason"],
+            }
             for r in index.skipped_annotations
         ],
         "repaired": repaired,
@@ -222,7 +250,9 @@ def triaged_split(
     if strict and (report["images_skipped"] or report["annotations_skipped"]):
         first = (report["images_skipped"] or report["annotations_skipped"])[0]
         what = f"image {first['file']!r}" if "file" in first else f"annotation {first['id']!r}"
-        raise DataError(f"--strict: split '{split}' of {root}: {line}; e.g. {what}: {first['reason']} ({hint})")
+        raise DataError(
+            f"--strict: split '{split}' of {root}: {line}; e.g. {what}: {first['reason']} ({hint})"
+        )
     logger.warning("split '%s': %s (%s)", split, line, hint)
     return index
 
@@ -232,8 +262,7 @@ def summary_line(report: dict[str, Any]) -> str | None:
     n_img, n_ann, n_rep = (len(report[k]) for k in ("images_skipped", "annotations_skipped", "repaired"))
     if not (n_img or n_ann or n_rep):
         return None
-    return (f"skipped {n_img} of {report['images_total']} image(s) and {n_ann} annotation(s), "
-            f"repaired {n_rep}")
+    return f"skipped {n_img} of {report['images_total']} image(s) and {n_ann} annotation(s), repaired {n_rep}"
 
 
 def format_report(report: dict[str, Any], limit: int = 20) -> str:
@@ -241,8 +270,11 @@ def format_report(report: dict[str, Any], limit: int = 20) -> str:
     lines = [f"images: {report['images_usable']} usable of {report['images_total']}"]
     sections = (
         ("skipped images", report["images_skipped"], lambda r: f"{r['file']}: {r['reason']}"),
-        ("skipped annotations", report["annotations_skipped"],
-         lambda r: f"annotation {r['id']} (image {r['image_id']}): {r['reason']}"),
+        (
+            "skipped annotations",
+            report["annotations_skipped"],
+            lambda r: f"annotation {r['id']} (image {r['image_id']}): {r['reason']}",
+        ),
         ("repaired", report["repaired"], _describe_repair),
     )
     for title, records, describe in sections:
@@ -254,7 +286,9 @@ def format_report(report: dict[str, Any], limit: int = 20) -> str:
 
 
 def _describe_repair(record: dict[str, Any]) -> str:
-    where = f"annotation {record['id']}" if "id" in record else record.get("file", f"image {record['image_id']}")
+    where = (
+        f"annotation {record['id']}" if "id" in record else record.get("file", f"image {record['image_id']}")
+    )
     return f"{where}: {record['reason']}"
 
 
