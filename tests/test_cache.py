@@ -14,19 +14,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from wps_sam.build import build_training_criterion, build_wps_sam
-from wps_sam.cache import (
-    CacheContext,
+from wps_sam.cache import CacheContext, EmbeddingCache, clear_cache, sam_fingerprint
+from wps_sam.config import Config, DataConfig, PrompterConfig, SamConfig
+from wps_sam.data.cached import (
     CachedEmbeddingDataset,
-    EmbeddingCache,
     ImageLoader,
     cache_dataset,
-    clear_cache,
     collate_cached,
     dataset_keys,
     precompute_cache,
-    sam_fingerprint,
 )
-from wps_sam.config import Config, DataConfig, PrompterConfig, SamConfig
 from wps_sam.data.coco import load_split
 from wps_sam.data.datasets import PartSegmentationDataset, collate_parts
 from wps_sam.data.transforms import SamTransform
@@ -34,6 +31,7 @@ from wps_sam.engine.loop import train_step
 from wps_sam.engine.schedule import warmup_cosine
 from wps_sam.errors import DataError
 from wps_sam.sam.backbones import build_sam
+from wps_sam.sam.encoder import accelerate_encoder
 
 SHAPE = (256, 4, 4)
 
@@ -274,7 +272,9 @@ def test_training_with_and_without_cache(tmp_path, one_thread):
         return m
 
     cache = EmbeddingCache(tmp_path / "cache")
-    context = CacheContext(sam_fingerprint(sam), 256, "official-fp32")
+    # build_wps_sam runs the encoder with SDPA attention; the cache must be built by the same encoder.
+    accelerate_encoder(sam.image_encoder)
+    context = CacheContext(sam_fingerprint(sam), 256, "sdpa-fp32")
     keys = cache_dataset(dataset, cache, sam.image_encoder, context, batch_size=1, progress=False)
     cached = CachedEmbeddingDataset(dataset, cache, keys)
 

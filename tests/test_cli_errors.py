@@ -191,3 +191,27 @@ def test_diverging_lr_stops_with_a_loadable_state(env, tmp_path, capsys):
     step = torch.load(run / "resume.pt", weights_only=True)["global_step"]
     assert 1 <= step < 6
     _assert_state_intact(run, step)
+
+
+def test_non_finite_weights_are_never_saved(env, tmp_path, monkeypatch, capsys):
+    root, _ = env
+    original, calls = torch.optim.AdamW.step, []
+
+    def inf_on_second_step(self, *args, **kwargs):
+        calls.append(1)
+        result = original(self, *args, **kwargs)
+        if len(calls) == 2:  # the loss of this step was finite; the update overflowed
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", inf_on_second_step)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(_train(root, run, "--max-steps", "5", "--save-every", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not finite at step 2" in err
+    state = torch.load(run / "resume.pt", weights_only=True)
+    assert state["global_step"] == 1
+    weights = load_file(run / "model.safetensors")
+    assert all(torch.isfinite(v).all() and torch.equal(v, state["prompter"][k]) for k, v in weights.items())

@@ -109,7 +109,8 @@ def _check_helpers(rank: int) -> None:
 
 
 def _check_cache(rank: int, sam, root: Path) -> None:
-    from wps_sam.cache import CacheContext, EmbeddingCache, ImageLoader, cache_dataset, sam_fingerprint
+    from wps_sam.cache import CacheContext, EmbeddingCache, sam_fingerprint
+    from wps_sam.data.cached import ImageLoader, cache_dataset
     from wps_sam.data.coco import load_split
     from wps_sam.data.datasets import PartSegmentationDataset
     from wps_sam.data.transforms import SamTransform
@@ -137,7 +138,7 @@ def test_two_process_gloo(tmp_path):
     # them in each rank (most of this test's time on a small machine). Like spawn, and unlike a plain
     # fork of this multi-threaded process, the ranks start from a clean single-threaded process.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__, "wps_sam.build", "wps_sam.cache", "wps_sam.data.datasets"])
+    ctx.set_forkserver_preload([__name__, "wps_sam.build", "wps_sam.cache", "wps_sam.data.cached"])
     mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="forkserver")
 
 

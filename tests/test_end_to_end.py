@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from tests.data.fixtures import write_part_dataset
+
 from wps_sam.cli import main
 from wps_sam.export import decode_rle
 

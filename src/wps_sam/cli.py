@@ -146,7 +146,8 @@ def cmd_check_data(args: argparse.Namespace) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
-    from .cache import clear_cache, default_cache_dir, precompute_cache
+    from .cache import clear_cache, default_cache_dir
+    from .data.cached import precompute_cache
 
     cache_dir = args.cache_dir or default_cache_dir()
     if args.clear:

@@ -135,12 +135,14 @@ def test_two_step_run_writes_loadable_weights(tmp_path):
         eval_images=1,
         eval_masks_per_image=2,
         warmup_steps=1,
+        box_warmup_steps=2,
     )
     assert path.is_file() and path.stat().st_size <= 25 * 1024 * 1024
     sam = build_sam("tiny", checkpoint=path)
     assert sam.checkpoint_sha256 != "random"
     rows = [json.loads(line) for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    assert rows[0]["box_warmup_steps"] == 2
     assert any("eval_box_miou" in r for r in rows)
     # A finished run resumes to a no-op.
     assert pretrain_tiny_sam(tmp_path, steps=2, batch_size=2, prompts_per_image=2, progress=False) == path

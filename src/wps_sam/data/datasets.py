@@ -96,16 +96,12 @@ class PartSegmentationDataset(Dataset):
             self._points[i] = weak_points(entry.parts, entry.height, entry.width, self.point_mode)
         return self._points[i]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        image = read_image(self.index.images[i].path)
-        original_size = (int(image.shape[0]), int(image.shape[1]))
+    def targets(self, i: int, original_size: tuple[int, int]) -> dict[str, Any]:
+        """Everything of item ``i`` but the image, for a file of ``original_size`` (H, W)."""
         entry = self._entry_for(i, *original_size)
         boxes = np.stack([p.box for p in entry.parts]) if entry.parts else np.zeros((0, 4), np.float32)
         t = self.transform
         item = {
-            "image": t.apply_image(image),
             "labels": torch.tensor([p.label for p in entry.parts], dtype=torch.int64),
             "boxes": torch.from_numpy(t.apply_boxes(boxes, original_size)),
             "points": torch.from_numpy(t.apply_points(self._points_of(i, entry), original_size)),
@@ -119,6 +115,14 @@ class PartSegmentationDataset(Dataset):
             for k, part in enumerate(entry.parts):
                 masks[k] = instance_mask(part, *original_size)
             item["masks"] = t.apply_masks(masks, original_size)
+        return item
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        image = read_image(self.index.images[i].path)
+        item = self.targets(i, (int(image.shape[0]), int(image.shape[1])))
+        item["image"] = self.transform.apply_image(image)
         return item
 
 

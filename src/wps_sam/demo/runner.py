@@ -39,6 +39,7 @@ import torch
 from ..atomic import atomic_write_json, atomic_write_text
 from ..config import Config, config_to_dict, load_config, merge, parse_overrides
 from ..data.coco import PartDataIndex, load_split
+from ..data.images import read_image
 from ..data.toyparts import ToyPartsConfig, write_toyparts
 from ..errors import DataError
 
@@ -149,12 +150,13 @@ class _Timings(dict):
             self[name] = round(time.time() - started, 2)
 
 
-def _wps_sam_config(settings: DemoSettings, root: Path, supervision: str, seed: int,
+def _wps_sam_config(settings: DemoSettings, root: Path, cache_dir: Path, supervision: str, seed: int,
                     sam_checkpoint: str | None) -> Config:
     path = Path(settings.config) if settings.config else default_config_path()
     fixed: dict[str, dict[str, Any]] = {
         "data": {"root": str(root), "supervision": supervision, "train_split": "train", "val_split": "val"},
-        "train": {"seed": seed},
+        # The trainer's embedding cache is the demo's: the encoder runs once per image for every stage.
+        "train": {"seed": seed, "cache": True, "cache_dir": str(cache_dir)},
         "sam": {"type": "tiny", "checkpoint": sam_checkpoint},
     }
     return load_config(path, merge(parse_overrides(list(settings.overrides)), fixed))
@@ -163,7 +165,8 @@ def _wps_sam_config(settings: DemoSettings, root: Path, supervision: str, seed: 
 def _encode_splits(sam: Any, indices: dict[str, PartDataIndex], cache_dir: Path,
                    progress: bool) -> dict[str, torch.Tensor]:
     """float16 [N, 256, h, w] SAM embeddings of every image of each split, through the embedding cache."""
-    from ..cache import CacheContext, EmbeddingCache, cache_dataset, sam_fingerprint
+    from ..cache import CacheContext, EmbeddingCache, sam_fingerprint
+    from ..data.cached import cache_dataset
     from ..data.datasets import PartSegmentationDataset
     from ..data.transforms import SamTransform
     from ..sam.encoder import EncoderRunner
@@ -244,7 +247,7 @@ def run_demo(
 
     for supervision in ("box", "point"):
         name = f"wps-sam-{supervision}"
-        cfg = _wps_sam_config(settings, root, supervision, seed, sam_checkpoint)
+        cfg = _wps_sam_config(settings, root, out / "embeddings", supervision, seed, sam_checkpoint)
         run = out / "runs" / name
         if run.exists():
             shutil.rmtree(run)  # the demo's own run of an earlier invocation: train afresh
@@ -253,8 +256,6 @@ def run_demo(
         with timings.stage(f"{name}/eval"):
             predictor = PartPredictor.from_run(run, cfg.train.device, sam_checkpoint)
             result = evaluate(predictor.model, val_index, predictor.cfg, predictor.device, progress=progress)
-        from ..data.images import read_image
-
         grid_maps[name] = [torch.from_numpy(predictor.predict(read_image(val_index.images[i].path)).label_map)
                            for i in grid_ids]
         methods[name] = result

@@ -19,20 +19,13 @@ from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader, Dataset
 
 from ..build import build_sam_from_config, build_training_criterion, build_wps_sam
-from ..cache import (
-    CacheContext,
-    CachedEmbeddingDataset,
-    EmbeddingCache,
-    cache_dataset,
-    collate_cached,
-    default_cache_dir,
-    sam_fingerprint,
-)
+from ..cache import CacheContext, EmbeddingCache, default_cache_dir, sam_fingerprint
 from ..config import Config, config_to_dict, save_config
+from ..data.cached import CachedEmbeddingDataset, cache_dataset, collate_cached
 from ..data.checks import triaged_split
 from ..data.datasets import PartSegmentationDataset, collate_parts
 from ..data.transforms import SamTransform
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, TrainingError
 from ..modeling.wps_sam import WPSSAM
 from ..sam.encoder import EncoderRunner
 from . import run_dir
@@ -139,6 +132,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     prompter = wrap_prompter(model, device) if world_size > 1 else model.prompter
 
     def save_state() -> None:
+        # Never overwrite the last good state with a broken one: an overflowing update can write inf
+        # into the weights while the loss of that step was still finite. (Every rank checks: DDP keeps
+        # the weights identical, so all stop together.)
+        if not all(torch.isfinite(p).all() for p in model.prompter.parameters()):
+            raise TrainingError(
+                f"the prompter's weights are not finite at step {global_step}: stopping; the last saved "
+                f"state in {out} is kept. Lower --lr or set train.grad_clip, then --resume."
+            )
         if not main_process:
             return
         run_dir.save_weights(out, model.prompter, class_names, cfg, sam_sha256)

@@ -1,0 +1,5 @@
+"""``wps-sam demo``: WPS-SAM on ToyParts against its oracle and baselines (see :mod:`.runner`)."""
+
+from .runner import QUICK_SETTINGS, DemoSettings, run_demo
+
+__all__ = ["QUICK_SETTINGS", "DemoSettings", "run_demo"]

@@ -1,0 +1,167 @@
+"""The demo: its baselines on hand cases, the data preparation, and a small smoke run of the whole."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tests.data.fixtures import write_part_dataset
+
+from wps_sam.data.coco import ImageEntry, PartInstance, load_split
+from wps_sam.demo import DemoSettings, run_demo
+from wps_sam.demo.baselines import (
+    IGNORE,
+    EmbeddingHead,
+    SamBoxOracle,
+    box_fill_map,
+    box_masks,
+    fit_segmenter,
+    gt_semantic_map,
+    score,
+)
+from wps_sam.demo.report import targets
+from wps_sam.demo.runner import METHODS, prepare_toyparts
+
+
+def _part(label, box, polygon=None):
+    return PartInstance(0, label, np.array(box, np.float32), [polygon] if polygon else None, polygon is not None)
+
+
+def test_box_masks_cover_pixel_centres():
+    masks = box_masks(np.array([[1, 2, 4, 3], [0.6, 0, 1.4, 1]]), 4, 5)
+    expected = np.zeros((2, 4, 5), bool)
+    expected[0, 2, 1:4] = True  # x centres 1.5, 2.5, 3.5 in [1, 4]; y centre 2.5 in [2, 3]
+    # The second box holds no pixel centre along x (0.5 < 0.6, 1.5 > 1.4): an empty mask.
+    assert np.array_equal(masks, expected)
+
+
+def test_box_fill_smaller_box_wins():
+    entry = ImageEntry(1, "x.png", None, 4, 6, [_part(0, [0, 0, 6, 4]), _part(1, [2, 1, 4, 3])])
+    expected = torch.ones(4, 6, dtype=torch.long)
+    expected[1:3, 2:4] = 2
+    assert torch.equal(box_fill_map(entry), expected)
+
+
+def test_box_fill_is_exact_on_rectangular_parts(tmp_path):
+    # Parts that are axis-aligned rectangles are their own boxes: box-fill must score 1.0 everywhere.
+    write_part_dataset(tmp_path, "val", 5, size_range=(20, 40), max_parts=3, seed=7)
+    index = load_split(tmp_path, "val")
+    gt = [gt_semantic_map(e) for e in index.images]
+    result = score(lambda i: box_fill_map(index.images[i]), gt, index.class_names, "box-fill", progress=False)
+    present = [c for c in result["per_class"] if c["iou"] is not None]
+    assert result["miou"] == 1.0 and result["macc"] == 1.0 and len(present) >= 2
+    assert [c["name"] for c in result["per_class"]] == ["background", *index.class_names]
+
+
+def test_score_counts_like_the_confusion_matrix():
+    gt = [torch.tensor([[0, 1], [1, 1]]), torch.tensor([[2, 2], [0, 0]])]
+    pred = [torch.tensor([[0, 1], [0, 1]]), torch.tensor([[2, 1], [0, 0]])]
+    result = score(lambda i: pred[i], gt, ["a", "b"], "hand", progress=False)
+    # background: TP 3, FN 0, FP 1 -> 3/4; a: TP 2, FN 1, FP 1 -> 2/4; b: TP 1, FN 1, FP 0 -> 1/2
+    assert result["miou"] == pytest.approx((3 / 4 + 2 / 4 + 1 / 2) / 3)
+    assert result["macc"] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
+
+
+def test_oracle_labels_each_mask_with_its_part(tiny_sam):
+    polygon = [2.0, 2.0, 30.0, 2.0, 30.0, 20.0, 2.0, 20.0]
+    entry = ImageEntry(1, "x.png", None, 32, 48, [_part(2, [2, 2, 30, 20], polygon)])
+    index = type("Index", (), {"images": [entry]})()
+    torch.manual_seed(0)
+    oracle = SamBoxOracle(tiny_sam, index, torch.randn(1, 256, 16, 16), mask_threshold=-1e9)
+    label_map = oracle(0)
+    # Every pixel is covered at this threshold, all by the one part: class 2 -> label 3.
+    assert label_map.shape == (32, 48) and set(label_map.unique().tolist()) == {3}
+    empty = ImageEntry(2, "y.png", None, 8, 8, [])
+    oracle = SamBoxOracle(tiny_sam, type("Index", (), {"images": [empty]})(), torch.zeros(1, 256, 16, 16))
+    assert not oracle(0).any()
+
+
+def test_fit_segmenter_learns_a_constant_map():
+    torch.manual_seed(0)
+    head = torch.nn.Conv2d(256, 3, 1)
+    embeddings = torch.randn(4, 256, 4, 4)
+    labels = torch.full((4, 16, 16), 2, dtype=torch.uint8)
+    labels[:, :, -2:] = IGNORE
+
+    def batch(idx, flip):
+        logits = torch.nn.functional.interpolate(head(embeddings[idx]), (16, 16), mode="bilinear")
+        return logits, labels[idx]
+
+    stats = fit_segmenter(head, batch, 4, steps=30, batch_size=2, lr=1e-2, progress=False)
+    assert stats["image_passes"] == 60 and stats["steps"] == 30 and stats["final_loss"] < 0.5
+    with torch.no_grad():
+        assert (head(embeddings).argmax(1) == 2).all()
+
+
+def test_embedding_head_shapes():
+    assert EmbeddingHead(num_labels=5, width=16)(torch.randn(2, 256, 16, 16)).shape == (2, 5, 64, 64)
+
+
+def test_prepare_toyparts_reuses_and_prunes(tmp_path):
+    settings = DemoSettings(train_images=2, val_images=1, image_size=48, supercategories=("Bottle", "Fish"))
+    manifest, reused = prepare_toyparts(tmp_path / "data", settings, progress=False)
+    assert not reused and manifest["train"] == 2
+    index = load_split(tmp_path / "data", "train")
+    assert index.class_names == ["Fish Head", "Fish Body", "Fish Fin", "Fish Tail", "Bottle Body", "Bottle Mouth"]
+    marker = tmp_path / "data" / "images" / "train" / "marker"
+    marker.write_text("kept")
+    assert prepare_toyparts(tmp_path / "data", settings, progress=False)[1]
+    assert marker.exists()
+    other = DemoSettings(train_images=3, val_images=1, image_size=48, supercategories=("Bottle", "Fish"))
+    assert not prepare_toyparts(tmp_path / "data", other, progress=False)[1]
+    assert not marker.exists() and len(load_split(tmp_path / "data", "train").images) == 3
+
+
+def test_targets_pass_and_fail():
+    methods = {"wps-sam-box": {"miou": 0.6}, "wps-sam-point": {"miou": 0.5}, "sam-gt-box-oracle": {"miou": 0.7},
+               "box-fill": {"miou": 0.45}, "fully-supervised": {"miou": None}}
+    result = {t["target"]: t for t in targets(methods)}
+    assert not result["wps-sam-box >= 0.9 x sam-gt-box-oracle"]["pass"]  # 0.6 < 0.63
+    assert not result["wps-sam-point >= 0.8 x sam-gt-box-oracle"]["pass"]  # 0.5 < 0.56
+    assert result["wps-sam-point >= 0.8 x sam-gt-box-oracle"]["threshold"] == pytest.approx(0.56)
+    assert result["wps-sam-box >= box-fill + 0.10"]["pass"]
+    assert not result["wps-sam-box >= fully-supervised"]["pass"]
+
+
+SMOKE_SETTINGS = DemoSettings(
+    train_images=4,
+    val_images=2,
+    image_size=64,
+    overrides=(
+        "train.max_steps=2", "train.batch_size=2", "train.warmup_steps=1", "prompter.num_queries=16",
+        "prompter.hidden_dim=32", "prompter.dim_feedforward=64", "prompter.nheads=4",
+    ),
+    fs_steps=1,
+    fs_batch_size=2,
+    head_steps=2,
+    head_batch_size=2,
+    grid_images=2,
+)
+
+
+@pytest.mark.slow
+def test_demo_smoke(tmp_path, tiny_sam):
+    sam_file = tmp_path / "sam_tiny_random.pth"
+    torch.save(tiny_sam.state_dict(), sam_file)
+    out = tmp_path / "demo"
+    results = run_demo(out, SMOKE_SETTINGS, sam_checkpoint=str(sam_file), seed=3, progress=False)
+
+    for name in ("results.json", "results.md", "results.png", "overlays.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["methods"].keys() == set(METHODS) and list(saved["methods"]) == list(METHODS)
+    assert saved == json.loads(json.dumps(results))
+    classes = saved["data"]["classes"]
+    for name, result in saved["methods"].items():
+        for key in ("miou", "macc"):
+            assert result[key] is None or 0.0 <= result[key] <= 1.0, (name, key)
+        assert [c["name"] for c in result["per_class"]] == ["background", *classes], name
+    assert len(classes) == 23 and saved["data"]["train_images"] == 4 and saved["data"]["val_images"] == 2
+    assert [t["target"] for t in saved["targets"]][0] == "wps-sam-box >= 0.9 x sam-gt-box-oracle"
+    assert all(isinstance(t["pass"], bool) for t in saved["targets"])
+    assert saved["sam"]["sha256"] == saved["configs"]["wps-sam-box"]["sam"]["sha256"]
+    assert saved["configs"]["wps-sam-point"]["data"]["supervision"] == "point"
+    assert saved["configs"]["wps-sam-box"]["train"]["seed"] == 3
+    assert saved["environment"]["threads"] >= 1 and saved["timings_s"]["total"] > 0
+    assert saved["budgets"]["wps-sam-box"]["image_passes"] == 4
+    assert saved["budgets"]["fully-supervised"]["steps"] == 1
