@@ -56,3 +56,14 @@ def test_bad_files(tmp_path):
         load_config(unknown)
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_overrides(["lr=1"])
+
+
+def test_values_follow_the_declared_type():
+    digits = "0" * 64
+    cfg = load_config(overrides=[f"sam.sha256={digits}", "sam.checkpoint=123", "train.grad_clip=1"])
+    assert cfg.sam.sha256 == digits and cfg.sam.checkpoint == "123"
+    assert cfg.train.grad_clip == 1.0 and isinstance(cfg.train.grad_clip, float)
+    with pytest.raises(ConfigError, match="train.amp must be true or false"):
+        load_config(overrides=["train.amp=maybe"])
+    with pytest.raises(ConfigError, match="train.lr must be a number"):
+        load_config(overrides=["train.lr=none"])

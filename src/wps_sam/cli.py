@@ -32,8 +32,8 @@ def _config_overrides(args: argparse.Namespace) -> list[str]:
         "lr": "train.lr", "seed": "train.seed", "device": "train.device", "save_every": "train.save_every",
         "num_workers": "data.num_workers",
     }
-    # Strings go in as JSON (= YAML) strings, so that a path named "yes" or "123" stays a string.
-    items = [f"{key}={json.dumps(value) if isinstance(value, str) else value}" for name, key in mapping.items()
+    # Overrides are text parsed by each field's declared type, so a path named "yes" stays a string.
+    items = [f"{key}={value}" for name, key in mapping.items()
              if (value := getattr(args, name, None)) is not None]
     if getattr(args, "strict", False):
         items.append("data.strict=true")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -157,61 +158,53 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
 
 
 def _build_section(cls: type, values: dict[str, Any], name: str, source: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(values) - set(known)
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
     if unknown:
         raise ConfigError(
             f"{source}: unknown key(s) {sorted(f'{name}.{k}' for k in unknown)}; "
             f"known: {sorted(f'{name}.{k}' for k in known)}"
         )
-    default = cls()
-    coerced = {k: _coerce(v, getattr(default, k), f"{name}.{k}", source) for k, v in values.items()}
-    return dataclasses.replace(default, **coerced)
+    hints = typing.get_type_hints(cls)
+    coerced = {k: _coerce(v, hints[k], f"{name}.{k}", source) for k, v in values.items()}
+    return dataclasses.replace(cls(), **coerced)
 
 
-def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
-    """Coerce a YAML or command-line value to the type of the field's default."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.lower() in ("none", "null") and not isinstance(default, str):
-        return None
+def _coerce(value: Any, declared: Any, key: str, source: str) -> Any:
+    """Coerce a YAML or command-line value to the field's declared type (``X`` or ``X | None``)."""
+    args = typing.get_args(declared)
+    optional = type(None) in args
+    kind = next((a for a in args if a is not type(None)), declared) if args else declared
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key} must be {_KIND_NAMES[kind.__name__]}, got {value!r}")
     try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(default, int) or (default is None and _looks_int(value)):
-            if isinstance(value, float) and not value.is_integer():
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
-        if isinstance(default, float) or (default is None and _looks_float(value)):
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             out = float(value)
             if not math.isfinite(out):
                 raise ValueError(value)
             return out
+        if isinstance(value, (dict, list)):
+            raise ValueError(value)
         return str(value)
     except (TypeError, ValueError):
-        kind = _KIND_NAMES.get(type(default).__name__, "a number")
-        raise ConfigError(f"{source}: {key} must be {kind}, got {value!r}") from None
+        raise ConfigError(f"{source}: {key} must be {_KIND_NAMES[kind.__name__]}, got {value!r}") from None
 
 
 _KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
-
-
-def _looks_int(value: Any) -> bool:
-    return isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
-
-
-def _looks_float(value: Any) -> bool:
-    try:
-        float(value)
-        return not isinstance(value, bool)
-    except (TypeError, ValueError):
-        return False
 
 
 def validate(cfg: Config) -> None:
@@ -250,7 +243,8 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=1e-4)")
-        out.setdefault(section, {})[name] = yaml.safe_load(value) if value.strip() else ""
+        # Kept as text: _coerce parses it by the field's declared type ("007" stays a string for str).
+        out.setdefault(section, {})[name] = value.strip()
     return out
 
 
