@@ -177,6 +177,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(format_table([result]))
 
 
+def cmd_pretrain_sam(args: argparse.Namespace) -> None:
+    import torch
+
+    from .pretraining import pretrain_tiny_sam
+
+    torch.set_num_threads(args.threads)
+    path = pretrain_tiny_sam(args.out, args.steps, args.batch_size, args.prompts_per_image, args.lr, args.seed,
+                             args.log_every, args.init, progress=not args.no_progress,
+                             eval_every=args.eval_every, warmup_steps=args.warmup_steps,
+                             eval_images=args.eval_images, time_budget_s=args.time_budget_s)
+    print(f"tiny SAM weights: {path} (use them with --sam-type tiny --sam-checkpoint {path})")
+
+
 def cmd_data_toyparts(args: argparse.Namespace) -> None:
     from .data.toyparts import generate_toyparts
 
@@ -296,6 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-tf32", action="store_true", help="let the reference use TF32 matmuls")
     _add_common(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("pretrain-sam", help="pre-train the tiny SAM on synthetic generic shapes")
+    p.add_argument("--out", required=True, help="folder for sam_tiny.safetensors, its log and resume state")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--prompts-per-image", type=int, default=8)
+    p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--eval-images", type=int, default=16)
+    p.add_argument("--time-budget-s", type=float, help="stop after this many seconds (resumable)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--init", help="start from these tiny SAM weights")
+    _add_common(p)
+    p.set_defaults(func=cmd_pretrain_sam)
 
     p = sub.add_parser("data", help="data set tools")
     data_sub = p.add_subparsers(dest="data_command", required=True)
