@@ -40,6 +40,23 @@ class PartSegmentation:
     instances: list[PartInstanceResult]
 
 
+def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """[K, H, W] bool -> [K, 4] float32 XYXY pixel boxes (x1, y1 exclusive); zeros for empty masks."""
+    if masks.shape[0] == 0:
+        return torch.zeros(0, 4)
+    rows, cols = masks.any(2), masks.any(1)  # [K, H], [K, W]
+
+    def span(hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = hits.shape[1]
+        first = hits.float().argmax(1)
+        last = size - hits.flip(1).float().argmax(1)
+        return first, last
+
+    (y0, y1), (x0, x1) = span(rows), span(cols)
+    boxes = torch.stack([x0, y0, x1, y1], 1).float()
+    return boxes * masks.flatten(1).any(1, keepdim=True)
+
+
 class PartPredictor:
     def __init__(self, model: WPSSAM, class_names: list[str], cfg: Config, device: torch.device) -> None:
         self.model = model.to(device).eval()
@@ -80,14 +97,15 @@ class PartPredictor:
             input_size = self.transform.input_size(size)
             probs = masks_to_frame(pred.mask_logits, self.transform.image_size, input_size, size).sigmoid().cpu()
             label_map = compose_semantic_map(probs, pred.labels.cpu(), pred.scores.cpu(), threshold)
-            instances = []
-            for prob, label, score in zip(probs, pred.labels.tolist(), pred.scores.tolist()):
-                mask = (prob > threshold).numpy()
-                if not mask.any():
-                    continue
-                ys, xs = np.nonzero(mask)
-                box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-                instances.append(PartInstanceResult(label, self.class_names[label], score, box, mask))
+            masks = probs > threshold  # [K, H, W]
+            present = masks.flatten(1).any(1)
+            boxes = _mask_boxes(masks)
+            instances = [
+                PartInstanceResult(label, self.class_names[label], score, box, mask)
+                for label, score, box, mask, keep in zip(pred.labels.tolist(), pred.scores.tolist(),
+                                                         boxes.numpy(), masks.numpy(), present.tolist())
+                if keep
+            ]
             results.append(PartSegmentation(label_map.numpy().astype(np.int32), instances))
         return results
 

@@ -91,16 +91,22 @@ class WPSSAM(nn.Module):
         """Kept queries and their SAM masks for each image of the batch.
 
         Queries whose argmax class is not "no part" (and whose probability reaches
-        ``score_threshold``) are kept, as in the official inference; all kept queries of the batch are
-        decoded in one call.
+        ``score_threshold``) are kept, as in the official inference; only kept queries are decoded,
+        all of the batch in one call.
         """
         outputs = self.prompter(image_embeddings)
         kept = [select_queries(logits, score_threshold) for logits in outputs["pred_logits"]]
-        batch_size, num_queries = outputs["pred_logits"].shape[:2]
-        mask_logits, _ = self.decoder(image_embeddings, outputs["pred_tokens"])  # [B,Q,4h,4w]
+        tokens = outputs["pred_tokens"]
+        batch_size, _, num_tokens, dim = tokens.shape
+        most = max(len(idx) for idx, _, _ in kept)
+        # Decode only the kept queries, padded to the batch's largest count (index 0 as filler).
+        index = torch.zeros(batch_size, max(most, 1), dtype=torch.long, device=tokens.device)
+        for b, (idx, _, _) in enumerate(kept):
+            index[b, : len(idx)] = idx
+        gathered = tokens.gather(1, index[:, :, None, None].expand(-1, -1, num_tokens, dim))
+        mask_logits, _ = self.decoder(image_embeddings, gathered)  # [B, K_max, 4h, 4w]
         return [
-            PartPrediction(
-                labels=labels, scores=scores, mask_logits=mask_logits[b, idx].float(), query_idx=idx
-            )
+            PartPrediction(labels=labels, scores=scores, mask_logits=mask_logits[b, : len(idx)].float(),
+                           query_idx=idx)
             for b, (idx, labels, scores) in enumerate(kept)
         ]
