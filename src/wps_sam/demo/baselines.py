@@ -198,8 +198,12 @@ def lraspp(num_labels: int) -> nn.Module:
 class EmbeddingHead(nn.Module):
     """A plain segmentation head on SAM's frozen image embedding: [B, 256, h, w] -> [B, L, 4h, 4w].
 
-    Two 3x3 convolutions at the embedding's resolution, then two 2x transposed-convolution steps
-    (as SAM's own mask decoder upscales its embedding) and a 1x1 classifier over the L labels.
+    The embedding is first standardised with training-set statistics (:meth:`set_input_stats`), as
+    images are for any network: the tiny SAM's embedding is dominated by a pattern that is the same
+    for every image (its across-image standard deviation is a few percent of its magnitude), which
+    would otherwise swamp the image-dependent part. Then two 3x3 convolutions at the embedding's
+    resolution, two 2x transposed-convolution steps (as SAM's own mask decoder upscales its
+    embedding) and a 1x1 classifier over the L labels.
     """
 
     def __init__(self, num_labels: int, embed_dim: int = 256, width: int = 128) -> None:
@@ -209,6 +213,8 @@ class EmbeddingHead(nn.Module):
             conv = nn.ConvTranspose2d(cin, cout, 2, stride=2) if up else nn.Conv2d(cin, cout, 3, padding=1)
             return [conv, nn.BatchNorm2d(cout), nn.GELU()]
 
+        self.register_buffer("input_mean", torch.zeros(1, embed_dim, 1, 1))
+        self.register_buffer("input_std", torch.ones(()))
         self.layers = nn.Sequential(
             *block(embed_dim, width, False),
             *block(width, width, False),
@@ -217,8 +223,19 @@ class EmbeddingHead(nn.Module):
             nn.Conv2d(width // 4, num_labels, 1),
         )
 
+    @torch.no_grad()
+    def set_input_stats(self, embeddings: Tensor) -> None:
+        """Standardise inputs with the mean embedding [1, C, h, w] and the scalar std around it."""
+        mean = torch.zeros_like(embeddings[:1], dtype=torch.float32)
+        for chunk in embeddings.split(256):
+            mean += chunk.float().sum(0, keepdim=True)
+        mean /= len(embeddings)
+        var = sum(float(((chunk.float() - mean) ** 2).sum()) for chunk in embeddings.split(256))
+        self.input_mean = mean
+        self.input_std = torch.tensor(max(var / embeddings.numel(), 1e-12) ** 0.5)
+
     def forward(self, embeddings: Tensor) -> Tensor:
-        return self.layers(embeddings)
+        return self.layers((embeddings.float() - self.input_mean) / self.input_std)
 
 
 def fit_segmenter(
@@ -307,13 +324,15 @@ def head_batch(
 ) -> Callable[[list[int], bool], tuple[Tensor, Tensor]]:
     """The ``batch`` function of :func:`fit_segmenter` for a head on frozen embeddings.
 
-    A mirrored embedding is not the embedding of the mirrored image, so ``flip`` is ignored.
+    The loss is taken at the head's own resolution (4h x 4w, that of SAM's mask logits), on label
+    maps sampled there at pixel centres. A mirrored embedding is not the embedding of the mirrored
+    image, so ``flip`` is ignored.
     """
-    size = data.labels.shape[-1]
+    side = 4 * embeddings.shape[-1]
+    labels = F.interpolate(data.labels[:, None].float(), (side, side), mode="nearest-exact")[:, 0].to(torch.uint8)
 
     def batch(idx: list[int], flip: bool) -> tuple[Tensor, Tensor]:
-        logits = head(embeddings[idx].float())
-        return F.interpolate(logits, (size, size), mode="bilinear", align_corners=False), data.labels[idx]
+        return head(embeddings[idx]), labels[idx]
 
     return batch
 
@@ -323,7 +342,7 @@ def head_predictor(head: nn.Module, embeddings: Tensor, data: SemanticSplit) -> 
 
     @torch.no_grad()
     def predict(i: int) -> Tensor:
-        logits = head.eval()(embeddings[i : i + 1].float())
+        logits = head.eval()(embeddings[i : i + 1])
         logits = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)[0]
         return _to_original(logits, data.input_sizes[i], data.original_sizes[i])
 
