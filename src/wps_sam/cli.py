@@ -190,6 +190,13 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
     print(f"tiny SAM weights: {path} (use them with --sam-type tiny --sam-checkpoint {path})")
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo.runner import run_demo
+
+    run_demo(args.out, quick=args.quick, sam_checkpoint=args.sam_checkpoint, seed=args.seed,
+             progress=not args.no_progress)
+
+
 def cmd_data_toyparts(args: argparse.Namespace) -> None:
     from .data.toyparts import generate_toyparts
 
@@ -326,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from these tiny SAM weights")
     _add_common(p)
     p.set_defaults(func=cmd_pretrain_sam)
+
+    p = sub.add_parser("demo", help="the offline demo: ToyParts, WPS-SAM from boxes and points, baselines")
+    p.add_argument("--out", default="demo-out", help="output folder (data and embeddings in it are reused)")
+    p.add_argument("--quick", action="store_true", help="a small, fast run (a smoke test, not the results)")
+    p.add_argument("--sam-checkpoint", help="tiny SAM weights (default: the ones shipped in the package)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="data set tools")
     data_sub = p.add_subparsers(dest="data_command", required=True)
