@@ -65,15 +65,6 @@ def default_cache_dir() -> Path:
     return base / "wps-sam" / "embeddings"
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of the file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sam_fingerprint(sam: Sam) -> str:
     """What the embeddings of ``sam`` depend on: its checkpoint's sha256 when it was loaded from a
     file, else (random or modified weights) a sha256 of the image encoder's parameters and buffers."""

@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..cache import CacheContext, EmbeddingCache, file_digest, sam_fingerprint
+from ..cache import CacheContext, EmbeddingCache, sam_fingerprint
 from ..engine.distributed import barrier, get_rank, get_world_size, init_distributed
 from ..errors import DataError
+from ..hashing import sha256_of
 from .coco import load_split
 from .datasets import TARGET_KEYS, PartSegmentationDataset
 from .images import image_size, read_image
@@ -43,7 +44,7 @@ def dataset_keys(dataset: PartSegmentationDataset, context: CacheContext) -> lis
 
     paths = [entry.path for entry in dataset.index.images]
     with ThreadPoolExecutor(max_workers=8) as pool:  # hashlib releases the GIL on large buffers
-        digests = list(pool.map(file_digest, paths))
+        digests = list(pool.map(sha256_of, paths))
     return [context.key(d) for d in digests]
 
 

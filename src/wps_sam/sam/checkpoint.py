@@ -8,7 +8,6 @@ and, where it applies, the key.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import re
@@ -18,20 +17,12 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..hashing import sha256_of
 
 logger = logging.getLogger(__name__)
 
 # Width of the image encoder -> SAM type (as in backbones.SAM_SPECS), to name a foreign checkpoint.
 _ENCODER_WIDTH_TO_TYPE = {192: "tiny", 768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
-
-
-def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _require_file(path: Path) -> None:
