@@ -58,6 +58,7 @@ class LossConfig:
     cost_token: float = 1.0
     weight_ce: float = 5.0
     weight_token: float = 20.0
+    eos_coef: float = 1.0  # weight of "no part" in the cross-entropy (DETR uses 0.1; official: 1.0)
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"prompter.dropout must be in [0, 1), got {cfg.prompter.dropout}")
     if cfg.train.warmup_steps < 0 or cfg.train.weight_decay < 0:
         raise ConfigError("train.warmup_steps and train.weight_decay must be >= 0")
-    for key in ("cost_class", "cost_token", "weight_ce", "weight_token"):
+    for key in ("cost_class", "cost_token", "weight_ce", "weight_token", "eos_coef"):
         if getattr(cfg.loss, key) < 0:
             raise ConfigError(f"loss.{key} must be >= 0")
 

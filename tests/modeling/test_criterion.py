@@ -176,3 +176,26 @@ def test_losses_are_float32_for_low_precision_outputs() -> None:
     outputs, targets = random_batch([2, 2], seed=5)
     losses = make_criterion()({k: v.bfloat16() for k, v in outputs.items()}, targets)
     assert all(v.dtype == torch.float32 for v in losses.values())
+
+
+def test_eos_coef_weights_the_no_part_class():
+    import torch.nn.functional as F
+
+    from wps_sam.modeling.criterion import SetCriterion
+    from wps_sam.modeling.matcher import HungarianMatcher
+
+    torch.manual_seed(0)
+    outputs = {"pred_logits": torch.randn(2, 5, 4), "pred_tokens": torch.randn(2, 5, 2, 8)}
+    targets = [{"labels": torch.tensor([0, 2]), "tokens": torch.randn(2, 2, 8)},
+               {"labels": torch.tensor([1]), "tokens": torch.randn(1, 2, 8)}]  # fmt: skip
+    weights = {"loss_ce": 1.0, "loss_token": 1.0}
+    plain = SetCriterion(3, HungarianMatcher(), weights)(outputs, targets)
+    weighted = SetCriterion(3, HungarianMatcher(), weights, eos_coef=0.1)(outputs, targets)
+    matches = HungarianMatcher()(outputs, targets)
+    target_classes = torch.full((2, 5), 3)
+    for b, (q, t) in enumerate(matches):
+        target_classes[b, q] = targets[b]["labels"][t]
+    logits = outputs["pred_logits"].flatten(0, 1)
+    expected = F.cross_entropy(logits, target_classes.flatten(), torch.tensor([1.0, 1.0, 1.0, 0.1]))
+    torch.testing.assert_close(weighted["loss_ce"], expected)
+    torch.testing.assert_close(plain["loss_ce"], F.cross_entropy(logits, target_classes.flatten()))

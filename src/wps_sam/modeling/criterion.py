@@ -34,9 +34,13 @@ class SetCriterion(nn.Module):
         matcher: assigns queries to parts.
         weight_dict: weight of each loss in the total, keys ``"loss_ce"`` and ``"loss_token"``
             (WPS-SAM: 5 and 20).
+        eos_coef: relative weight of the "no part" class in the cross-entropy (DETR's ``eos_coef``);
+            1.0, every class alike, is the official WPS-SAM loss.
     """
 
-    def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float]) -> None:
+    def __init__(
+        self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float], eos_coef: float = 1.0
+    ) -> None:
         super().__init__()
         unknown = set(weight_dict) - set(LOSS_KEYS)
         if unknown:
@@ -46,6 +50,9 @@ class SetCriterion(nn.Module):
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        self.register_buffer("empty_weight", empty_weight)
 
     def forward(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Match, then compute the losses and the matching statistics.
@@ -77,7 +84,7 @@ class SetCriterion(nn.Module):
         logits = logits.float()
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=device)
         target_classes[batch_idx, query_idx] = matched_labels.long()
-        loss_ce = F.cross_entropy(logits.flatten(0, 1), target_classes.flatten())
+        loss_ce = F.cross_entropy(logits.flatten(0, 1), target_classes.flatten(), self.empty_weight.to(logits.device))
 
         src_tokens = outputs["pred_tokens"][batch_idx, query_idx].float()  # [M, T, D]
         if len(query_idx):
@@ -116,4 +123,4 @@ def build_criterion(loss_cfg: LossConfig, num_classes: int) -> SetCriterion:
     """The criterion with the matching costs and loss weights of ``loss_cfg``."""
     matcher = HungarianMatcher(cost_class=loss_cfg.cost_class, cost_token=loss_cfg.cost_token)
     weights = {"loss_ce": loss_cfg.weight_ce, "loss_token": loss_cfg.weight_token}
-    return SetCriterion(num_classes, matcher, weights)
+    return SetCriterion(num_classes, matcher, weights, eos_coef=loss_cfg.eos_coef)
