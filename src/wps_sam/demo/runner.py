@@ -300,6 +300,7 @@ def run_demo(
     with timings.stage("fully-supervised-sam-head/train"):
         torch.manual_seed(seed)
         head = baselines.EmbeddingHead(num_labels)
+        head.set_input_stats(embeddings["train"])
         budgets["fully-supervised-sam-head"] = baselines.fit_segmenter(
             head, baselines.head_batch(head, embeddings["train"], train_data), len(train_index.images),
             settings.head_steps, settings.head_batch_size, settings.head_lr,

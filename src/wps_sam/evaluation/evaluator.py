@@ -64,8 +64,8 @@ def evaluate(
         for pred, target in zip(predictions, batch["targets"]):
             height, width = target["original_size"]
             entry = index.images[target["index"]]
-            gt_probs_input = masks_to_input_frame(pred.mask_logits, image_size).sigmoid().cpu()
-            paper.update(gt_probs_input, pred.labels.cpu(), target["masks"], target["labels"],
+            probs_input = masks_to_input_frame(pred.mask_logits, image_size).sigmoid().cpu()
+            paper.update(probs_input, pred.labels.cpu(), target["masks"], target["labels"],
                          paper_eligible(index, target["index"]))
             probs = masks_to_frame(pred.mask_logits, image_size, target["input_size"], (height, width))
             pred_map = compose_semantic_map(probs.sigmoid().cpu(), pred.labels.cpu(), pred.scores.cpu(),
