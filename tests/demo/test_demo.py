@@ -24,7 +24,9 @@ from wps_sam.demo.runner import METHODS, prepare_toyparts
 
 
 def _part(label, box, polygon=None):
-    return PartInstance(0, label, np.array(box, np.float32), [polygon] if polygon else None, polygon is not None)
+    return PartInstance(
+        0, label, np.array(box, np.float32), [polygon] if polygon else None, polygon is not None
+    )
 
 
 def test_box_masks_cover_pixel_centres():
@@ -102,7 +104,14 @@ def test_prepare_toyparts_reuses_and_prunes(tmp_path):
     manifest, reused = prepare_toyparts(tmp_path / "data", settings, progress=False)
     assert not reused and manifest["train"] == 2
     index = load_split(tmp_path / "data", "train")
-    assert index.class_names == ["Fish Head", "Fish Body", "Fish Fin", "Fish Tail", "Bottle Body", "Bottle Mouth"]
+    assert index.class_names == [
+        "Fish Head",
+        "Fish Body",
+        "Fish Fin",
+        "Fish Tail",
+        "Bottle Body",
+        "Bottle Mouth",
+    ]
     marker = tmp_path / "data" / "images" / "train" / "marker"
     marker.write_text("kept")
     assert prepare_toyparts(tmp_path / "data", settings, progress=False)[1]
@@ -113,8 +122,13 @@ def test_prepare_toyparts_reuses_and_prunes(tmp_path):
 
 
 def test_targets_pass_and_fail():
-    methods = {"wps-sam-box": {"miou": 0.6}, "wps-sam-point": {"miou": 0.5}, "sam-gt-box-oracle": {"miou": 0.7},
-               "box-fill": {"miou": 0.45}, "fully-supervised": {"miou": None}}
+    methods = {
+        "wps-sam-box": {"miou": 0.6},
+        "wps-sam-point": {"miou": 0.5},
+        "sam-gt-box-oracle": {"miou": 0.7},
+        "box-fill": {"miou": 0.45},
+        "fully-supervised": {"miou": None},
+    }
     result = {t["target"]: t for t in targets(methods)}
     assert not result["wps-sam-box >= 0.9 x sam-gt-box-oracle"]["pass"]  # 0.6 < 0.63
     assert not result["wps-sam-point >= 0.8 x sam-gt-box-oracle"]["pass"]  # 0.5 < 0.56
@@ -128,8 +142,13 @@ SMOKE_SETTINGS = DemoSettings(
     val_images=2,
     image_size=64,
     overrides=(
-        "train.max_steps=2", "train.batch_size=2", "train.warmup_steps=1", "prompter.num_queries=16",
-        "prompter.hidden_dim=32", "prompter.dim_feedforward=64", "prompter.nheads=4",
+        "train.max_steps=2",
+        "train.batch_size=2",
+        "train.warmup_steps=1",
+        "prompter.num_queries=16",
+        "prompter.hidden_dim=32",
+        "prompter.dim_feedforward=64",
+        "prompter.nheads=4",
     ),
     fs_steps=1,
     fs_batch_size=2,

@@ -109,7 +109,9 @@ class SamBoxOracle:
         mask_threshold: logit above which a mask covers a pixel (``inference.mask_threshold``).
     """
 
-    def __init__(self, sam: Sam, index: PartDataIndex, embeddings: Tensor, mask_threshold: float = 0.0) -> None:
+    def __init__(
+        self, sam: Sam, index: PartDataIndex, embeddings: Tensor, mask_threshold: float = 0.0
+    ) -> None:
         if len(embeddings) != len(index.images):
             raise ValueError(f"{len(embeddings)} embeddings for {len(index.images)} images")
         self.teacher = TeacherTokens(sam.prompt_encoder)
@@ -172,8 +174,9 @@ def load_semantic_split(
     images = torch.zeros(n, 3, image_size, image_size, dtype=torch.uint8)
     labels = torch.full((n, image_size, image_size), IGNORE, dtype=torch.uint8)
     input_sizes, original_sizes = [], []
-    for i in tqdm(range(n), desc=desc or f"load {index.split}", disable=not progress, dynamic_ncols=True,
-                  leave=False):
+    for i in tqdm(
+        range(n), desc=desc or f"load {index.split}", disable=not progress, dynamic_ncols=True, leave=False
+    ):
         image = read_image(index.images[i].path)
         size = image.shape[:2]
         gt = gt_maps[i]
@@ -182,7 +185,9 @@ def load_semantic_split(
         h, w = transform.input_size(size)
         resized = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
         images[i, :, :h, :w] = torch.from_numpy(resized).permute(2, 0, 1)
-        labels[i, :h, :w] = F.interpolate(gt[None, None].float(), (h, w), mode="nearest-exact")[0, 0].to(torch.uint8)
+        labels[i, :h, :w] = F.interpolate(gt[None, None].float(), (h, w), mode="nearest-exact")[0, 0].to(
+            torch.uint8
+        )
         input_sizes.append((h, w))
         original_sizes.append((int(size[0]), int(size[1])))
     return SemanticSplit(images, labels, input_sizes, original_sizes)
@@ -285,8 +290,13 @@ def fit_segmenter(
         bar.set_postfix(loss=f"{loss_avg:.3f}")
     bar.close()
     model.eval()
-    return {"steps": steps, "batch_size": batch_size, "image_passes": steps * batch_size,
-            "seconds": round(time.time() - started, 2), "final_loss": loss_avg}
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "image_passes": steps * batch_size,
+        "seconds": round(time.time() - started, 2),
+        "final_loss": loss_avg,
+    }
 
 
 def _to_original(logits: Tensor, input_size: tuple[int, int], original_size: tuple[int, int]) -> Tensor:
@@ -329,7 +339,9 @@ def head_batch(
     image, so ``flip`` is ignored.
     """
     side = 4 * embeddings.shape[-1]
-    labels = F.interpolate(data.labels[:, None].float(), (side, side), mode="nearest-exact")[:, 0].to(torch.uint8)
+    labels = F.interpolate(data.labels[:, None].float(), (side, side), mode="nearest-exact")[:, 0].to(
+        torch.uint8
+    )
 
     def batch(idx: list[int], flip: bool) -> tuple[Tensor, Tensor]:
         return head(embeddings[idx]), labels[idx]

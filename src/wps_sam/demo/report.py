@@ -64,34 +64,41 @@ def format_table(results: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {SUPERVISION.get(name, '')} | {_pct(r['miou'])} | {_pct(r['macc'])} |")
     lines += ["", "| target | mIoU | needed | |", "| --- | ---: | ---: | --- |"]
     for t in results["targets"]:
-        lines.append(f"| {t['target']} | {_pct(t['miou'])} | {_pct(t['threshold'])} | "
-                     f"{'pass' if t['pass'] else 'FAIL'} |")
+        lines.append(
+            f"| {t['target']} | {_pct(t['miou'])} | {_pct(t['threshold'])} | "
+            f"{'pass' if t['pass'] else 'FAIL'} |"
+        )
     return "\n".join(lines)
 
 
 def _markdown(results: Mapping[str, Any]) -> str:
     data = results["data"]
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in results["timings_s"].items())
-    paper = [f"{m} {_pct(r['paper_protocol']['miou'])} / {_pct(r['paper_protocol']['macc'])}"
-             for m, r in results["methods"].items() if "paper_protocol" in r]
-    return "\n".join([
-        "# wps-sam demo",
-        "",
-        f"ToyParts ({len(data['classes'])} part classes): {data['train_images']} training images "
-        f"({data['train_parts']} parts), {data['val_images']} held-out images ({data['val_parts']} parts). "
-        f"Tiny SAM sha256 `{results['sam']['sha256'][:16]}…`, seed {results['seed']}, "
-        f"torch {results['environment']['torch']} on {results['device']} "
-        f"({results['environment']['threads']} threads).",
-        "",
-        "Standard protocol on the held-out split (one confusion matrix, background counted), in %:",
-        "",
-        format_table(results),
-        "",
-        f"Paper protocol (mIoU / mACC, %): {'; '.join(paper)}.",
-        "",
-        f"Timings: {timings}.",
-        "",
-    ])
+    paper = [
+        f"{m} {_pct(r['paper_protocol']['miou'])} / {_pct(r['paper_protocol']['macc'])}"
+        for m, r in results["methods"].items()
+        if "paper_protocol" in r
+    ]
+    return "\n".join(
+        [
+            "# wps-sam demo",
+            "",
+            f"ToyParts ({len(data['classes'])} part classes): {data['train_images']} training images "
+            f"({data['train_parts']} parts), {data['val_images']} held-out images ({data['val_parts']} parts). "
+            f"Tiny SAM sha256 `{results['sam']['sha256'][:16]}…`, seed {results['seed']}, "
+            f"torch {results['environment']['torch']} on {results['device']} "
+            f"({results['environment']['threads']} threads).",
+            "",
+            "Standard protocol on the held-out split (one confusion matrix, background counted), in %:",
+            "",
+            format_table(results),
+            "",
+            f"Paper protocol (mIoU / mACC, %): {'; '.join(paper)}.",
+            "",
+            f"Timings: {timings}.",
+            "",
+        ]
+    )
 
 
 def grid(
@@ -112,7 +119,12 @@ def grid(
     return overlay_grid(rows, titles=["ground truth", *method_maps])
 
 
-def write_report(
+def write_markdown(out: Path, results: Mapping[str, Any]) -> Path:
+    """Write ``results.md``: the setting, the table, the targets, the paper protocol and the timings."""
+    return atomic_write_text(out / RESULTS_MD, _markdown(results))
+
+
+def write_figures(
     out: Path,
     results: Mapping[str, Any],
     index: PartDataIndex,
@@ -120,9 +132,11 @@ def write_report(
     gt_maps: Sequence[torch.Tensor],
     method_maps: Mapping[str, Sequence[torch.Tensor]],
 ) -> None:
-    """Write ``results.md``, ``results.png`` and ``overlays.png`` (``results.json`` is the caller's)."""
-    atomic_write_text(out / RESULTS_MD, _markdown(results))
-    bar_chart(out / CHART, {m: {"miou": r["miou"], "macc": r["macc"]} for m, r in results["methods"].items()},
-              title="ToyParts held-out split, standard protocol")
+    """Write ``results.png`` (mIoU and mACC per method) and ``overlays.png`` (the grid of :func:`grid`)."""
+    bar_chart(
+        out / CHART,
+        {m: {"miou": r["miou"], "macc": r["macc"]} for m, r in results["methods"].items()},
+        title="ToyParts held-out split, standard protocol",
+    )
     if image_ids:
         save_image(out / GRID, grid(index, image_ids, gt_maps, method_maps))
