@@ -183,4 +183,5 @@ def test_demo_smoke(tmp_path, tiny_sam):
     assert saved["configs"]["wps-sam-box"]["train"]["seed"] == 3
     assert saved["environment"]["threads"] >= 1 and saved["timings_s"]["total"] > 0
     assert saved["budgets"]["wps-sam-box"]["image_passes"] == 4
+    assert saved["budgets"]["wps-sam-box"]["encoder_pass"]["encoded"] == 4
     assert saved["budgets"]["fully-supervised"]["steps"] == 1
