@@ -193,8 +193,8 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo.runner import run_demo
 
-    run_demo(args.out, quick=args.quick, sam_checkpoint=args.sam_checkpoint, seed=args.seed,
-             progress=not args.no_progress)
+    run_demo(args.out, quick=args.quick, steps_scale=args.steps_scale, sam_checkpoint=args.sam_checkpoint,
+             seed=args.seed, progress=not args.no_progress)
 
 
 def cmd_data_toyparts(args: argparse.Namespace) -> None:
@@ -337,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the offline demo: ToyParts, WPS-SAM from boxes and points, baselines")
     p.add_argument("--out", default="demo-out", help="output folder (data and embeddings in it are reused)")
     p.add_argument("--quick", action="store_true", help="a small, fast run (a smoke test, not the results)")
+    p.add_argument("--steps-scale", type=int, default=1, metavar="K",
+                   help="train every method K times as many steps (default 1: the 10-minute budget)")
     p.add_argument("--sam-checkpoint", help="tiny SAM weights (default: the ones shipped in the package)")
     p.add_argument("--seed", type=int, default=0)
     _add_common(p)

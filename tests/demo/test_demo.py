@@ -135,6 +135,16 @@ def test_targets_pass_and_fail():
     assert result["wps-sam-point >= 0.8 x sam-gt-box-oracle"]["threshold"] == pytest.approx(0.56)
     assert result["wps-sam-box >= box-fill + 0.10"]["pass"]
     assert not result["wps-sam-box >= fully-supervised"]["pass"]
+    assert all("note" not in t for t in result.values())
+
+
+def test_a_method_at_the_all_background_floor_meets_no_target():
+    methods = {name: {"miou": 0.035} for name in ("wps-sam-box", "wps-sam-point", "fully-supervised")}
+    methods.update({"sam-gt-box-oracle": {"miou": 0.0}, "box-fill": {"miou": -0.2}})
+    result = targets(methods, floor=0.035)
+    assert [t["pass"] for t in result] == [False] * 4  # thresholds 0.0, 0.0, -0.1, 0.035 are all met
+    assert "predicts no part" in result[3]["note"]
+    assert [t["pass"] for t in targets(methods)] == [True] * 4  # without the floor, they would pass
 
 
 SMOKE_SETTINGS = DemoSettings(
@@ -163,7 +173,7 @@ def test_demo_smoke(tmp_path, tiny_sam):
     sam_file = tmp_path / "sam_tiny_random.pth"
     torch.save(tiny_sam.state_dict(), sam_file)
     out = tmp_path / "demo"
-    results = run_demo(out, SMOKE_SETTINGS, sam_checkpoint=str(sam_file), seed=3, progress=False)
+    results = run_demo(out, SMOKE_SETTINGS, steps_scale=2, sam_checkpoint=str(sam_file), seed=3, progress=False)
 
     for name in ("results.json", "results.md", "results.png", "overlays.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -182,6 +192,11 @@ def test_demo_smoke(tmp_path, tiny_sam):
     assert saved["configs"]["wps-sam-point"]["data"]["supervision"] == "point"
     assert saved["configs"]["wps-sam-box"]["train"]["seed"] == 3
     assert saved["environment"]["threads"] >= 1 and saved["timings_s"]["total"] > 0
-    assert saved["budgets"]["wps-sam-box"]["image_passes"] == 4
+    # steps_scale=2 doubles every trained method's steps: 2 -> 4 prompter steps, 1 -> 2 LR-ASPP steps.
+    assert saved["budgets"]["wps-sam-box"]["image_passes"] == 8
+    assert saved["settings"]["steps_scale"] == 2 and saved["configs"]["wps-sam-box"]["train"]["max_steps"] == 4
     assert saved["budgets"]["wps-sam-box"]["encoder_pass"]["encoded"] == 4
-    assert saved["budgets"]["fully-supervised"]["steps"] == 1
+    assert saved["budgets"]["fully-supervised"]["steps"] == 2
+    assert saved["budgets"]["fully-supervised-sam-head"]["steps"] == 4
+    floor = saved["references"]["all-background"]
+    assert 0.0 < floor["miou"] < 1.0 and "all-background" in (out / "results.md").read_text()
