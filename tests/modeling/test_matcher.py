@@ -45,11 +45,11 @@ def brute_force_min(cost: torch.Tensor) -> float:
     num_queries, num_parts = cost.shape
     if num_parts <= num_queries:  # part j -> query perm[j]
         return min(
-            sum(cost[q, j] for j, q in enumerate(p))
+            float(sum(cost[q, j] for j, q in enumerate(p)))
             for p in itertools.permutations(range(num_queries), num_parts)
         )
     return min(
-        sum(cost[i, j] for i, j in enumerate(p))
+        float(sum(cost[i, j] for i, j in enumerate(p)))
         for p in itertools.permutations(range(num_parts), num_queries)
     )
 
