@@ -42,7 +42,7 @@ TARGETS = (
 )
 
 
-# The mIoU of a map with no part in it ("all-background"): every trained method starts there.
+# The reference that predicts no part at all: its mIoU is what background alone scores.
 FLOOR = "all-background"
 # A method within this much of the floor has learned nothing worth a target.
 FLOOR_TOLERANCE = 1e-3

@@ -81,9 +81,9 @@ class DemoSettings:
     data_seed: int = 0
     config: str | None = None
     overrides: tuple[str, ...] = ()
-    # LR-ASPP: as long to train as wps-sam-box's prompter plus its encoder pass over the training
-    # images (single thread on the shared 2-core machine: 80 steps ~160 s; 600 prompter steps ~110 s
-    # plus ~50 s of encoding).
+    # LR-ASPP: about as long to train as wps-sam-box's prompter plus its encoder pass over the training
+    # images (a fresh `wps-sam demo` on the 2-core build machine: 80 steps 132 s; 600 prompter steps
+    # 92 s plus 30 s encoding the training split).
     fs_steps: int = 80
     fs_batch_size: int = 8
     fs_lr: float = 2e-3
