@@ -327,6 +327,8 @@ def _fully_supervised_stages(
         val_data = baselines.load_semantic_split(val.index, val.gt_maps, settings.image_size, progress)
     num_labels = train_index.num_classes + 1
     n = len(train_index.images)
+    fs_steps = settings.fs_steps * settings.steps_scale
+    head_steps = settings.head_steps * settings.steps_scale
 
     name = "fully-supervised"
     with timings.stage(f"{name}/train"):
@@ -336,10 +338,10 @@ def _fully_supervised_stages(
             net,
             baselines.lraspp_batch(net, train_data),
             n,
-            settings.fs_steps * settings.steps_scale,
+            fs_steps,
             settings.fs_batch_size,
             settings.fs_lr,
-            warmup_steps=settings.fs_steps * settings.steps_scale // 20,
+            warmup_steps=fs_steps // 20,
             seed=seed,
             desc=name,
             progress=progress,
@@ -355,10 +357,10 @@ def _fully_supervised_stages(
             head,
             baselines.head_batch(head, embeddings["train"], train_data),
             n,
-            settings.head_steps * settings.steps_scale,
+            head_steps,
             settings.head_batch_size,
             settings.head_lr,
-            warmup_steps=settings.head_steps * settings.steps_scale // 20,
+            warmup_steps=head_steps // 20,
             seed=seed,
             desc=name,
             progress=progress,
