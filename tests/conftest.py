@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny SAM with random weights (256 px input, 16x16 embedding) and seeding."""
+"""Shared fixtures: a small SAM of the official structure with random weights (``vit_mini``: 256 px
+input, 16x16 embedding) and seeding."""
 
 import warnings
 
@@ -15,12 +16,12 @@ def _seed() -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_sam() -> Sam:
-    """Frozen tiny SAM with random weights, built once per session; tests must not modify it."""
+def mini_sam() -> Sam:
+    """Frozen vit_mini SAM with random weights, built once per session; tests must not modify it."""
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return build_sam("tiny", "random")
+        return build_sam("vit_mini", "random")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -37,7 +37,7 @@ def _check(result: dict, images: int, epochs: int) -> None:
 
 def test_cpu_mode_writes_the_result(tmp_path):
     result = run_benchmark(
-        "cpu", "tiny", images=4, epochs=2, batch_size=2, out_dir=tmp_path, quick=True, prompter=SMALL
+        "cpu", "vit_mini", images=4, epochs=2, batch_size=2, out_dir=tmp_path, quick=True, prompter=SMALL
     )
     _check(result, 4, 2)
     assert result["device"] == "cpu" and result["peak_mem_gb"] is None
@@ -48,13 +48,13 @@ def test_cpu_mode_writes_the_result(tmp_path):
     written = json.loads(files[0].read_text())
     assert {k: written[k] for k in RESULT_KEYS} == {k: result[k] for k in RESULT_KEYS}
     table = format_table([written])
-    assert table.count("\n") == 2 and "| cpu | tiny | 4 x 2 |" in table
+    assert table.count("\n") == 2 and "| cpu | vit_mini | 4 x 2 |" in table
 
 
 def test_extrapolates_long_runs():
     result = run_benchmark(
         "cpu",
-        "tiny",
+        "vit_mini",
         images=2,
         epochs=50,
         batch_size=2,

@@ -70,7 +70,7 @@ def new_sam(seed: int = 0) -> Sam:
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return build_sam("tiny", "random")
+        return build_sam("vit_mini", "random")
 
 
 def test_round_trip_is_float16_rounding(tmp_path):
@@ -254,7 +254,7 @@ def test_training_with_and_without_cache(tmp_path, one_thread):
     write_part_dataset(tmp_path, "train", 4, max_parts=2)
     index = load_split(tmp_path, "train")
     cfg = Config(
-        sam=SamConfig("tiny", "random"),
+        sam=SamConfig("vit_mini", "random"),
         data=DataConfig(supervision="box"),
         prompter=PrompterConfig(
             num_queries=4, hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1, dim_feedforward=64
@@ -322,7 +322,7 @@ def test_precompute_cache_for_the_cli(tmp_path, one_thread):
         data_root=tmp_path / "data",
         split="train",
         cache_dir=tmp_path / "cache",
-        sam_type="tiny",
+        sam_type="vit_mini",
         sam_checkpoint="random",
         device="cpu",
         progress=False,

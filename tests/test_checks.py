@@ -278,9 +278,9 @@ def test_check_data_cli_json_and_text(faulty, capsys):
 
 
 @pytest.fixture(scope="module")
-def sam_file(tmp_path_factory, tiny_sam):
+def sam_file(tmp_path_factory, mini_sam):
     path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
-    torch.save(tiny_sam.state_dict(), path)
+    torch.save(mini_sam.state_dict(), path)
     return path
 
 
@@ -288,7 +288,7 @@ def sam_file(tmp_path_factory, tiny_sam):
 def test_train_eval_predict_skip_what_check_data_skips(tmp_path, faulty, sam_file, capsys, caplog):
     root, expected = faulty
     run = tmp_path / "run"
-    train = ["train", "--data", str(root), "--out", str(run), "--sam-type", "tiny", "--sam-checkpoint",
+    train = ["train", "--data", str(root), "--out", str(run), "--sam-type", "vit_mini", "--sam-checkpoint",
              str(sam_file), "--max-steps", "1", "--batch-size", "1", "--no-progress", "--set", *SMALL_PROMPTER,
              "train.validate=false"]  # fmt: skip
     assert main([*train, "--strict"]) == 2

@@ -32,14 +32,14 @@ def _isolated(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, tiny_sam):
+def env(tmp_path_factory, mini_sam):
     """A data set, SAM files (good and broken) and a trained 1-step run."""
     root = tmp_path_factory.mktemp("cli")
     write_part_dataset(root / "data", "train", 2, size_range=(24, 32), seed=1)
     (root / "broken" / "annotations").mkdir(parents=True)
     (root / "broken" / "images" / "train").mkdir(parents=True)
     (root / "broken" / "annotations" / "train.json").write_text('{"images": [1, 2,, ]}')
-    state = tiny_sam.state_dict()
+    state = mini_sam.state_dict()
     torch.save(state, root / "sam.pth")
     data = (root / "sam.pth").read_bytes()
     (root / "truncated.pth").write_bytes(data[: len(data) // 2])
@@ -53,7 +53,7 @@ def env(tmp_path_factory, tiny_sam):
 
 
 def _train(root, out, *extra, data=None, sam=None, sets=()):
-    return ["train", "--data", str(data or root / "data"), "--out", str(out), "--sam-type", "tiny",
+    return ["train", "--data", str(data or root / "data"), "--out", str(out), "--sam-type", "vit_mini",
             "--sam-checkpoint", str(sam or root / "sam.pth"), "--batch-size", "1", "--no-progress",
             *extra, "--set", *SMALL_PROMPTER, *sets]  # fmt: skip
 

@@ -33,9 +33,9 @@ def _model():
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        sam = build_sam("tiny", "random")
+        sam = build_sam("vit_mini", "random")
     cfg = Config(
-        sam=SamConfig("tiny", "random"),
+        sam=SamConfig("vit_mini", "random"),
         prompter=PrompterConfig(
             num_queries=4, hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1, dim_feedforward=64
         ),

@@ -18,9 +18,9 @@ SMALL_PROMPTER = [
 
 
 @pytest.fixture(scope="module")
-def sam_file(tmp_path_factory, tiny_sam):
+def sam_file(tmp_path_factory, mini_sam):
     path = tmp_path_factory.mktemp("sam") / "sam_tiny_random.pth"
-    torch.save(tiny_sam.state_dict(), path)
+    torch.save(mini_sam.state_dict(), path)
     return path
 
 
@@ -41,7 +41,7 @@ def _losses(run):
 @pytest.mark.parametrize("supervision", ["box", "point"])
 def test_train_eval_predict(tmp_path, sam_file, data_root, supervision):
     run = tmp_path / f"run-{supervision}"
-    code = main(["train", "--data", str(data_root), "--out", str(run), "--sam-type", "tiny",
+    code = main(["train", "--data", str(data_root), "--out", str(run), "--sam-type", "vit_mini",
                  "--sam-checkpoint", str(sam_file), "--supervision", supervision, "--max-steps", "24",
                  "--batch-size", "4", "--lr", "1e-3", "--no-progress", "--set", *SMALL_PROMPTER])
     assert code == 0
@@ -81,7 +81,7 @@ def test_eval_without_masks_is_one_line(tmp_path, sam_file, capsys):
     write_part_dataset(root, "train", 4, segmentation="none", seed=3)
     write_part_dataset(root, "val", 2, segmentation="none", seed=4)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--out", str(run), "--sam-type", "tiny", "--sam-checkpoint",
+    assert main(["train", "--data", str(root), "--out", str(run), "--sam-type", "vit_mini", "--sam-checkpoint",
                  str(sam_file), "--max-steps", "2", "--batch-size", "2", "--no-progress",
                  "--set", *SMALL_PROMPTER]) == 0
     capsys.readouterr()

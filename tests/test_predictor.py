@@ -17,10 +17,10 @@ def test_mask_boxes_by_hand():
     assert _mask_boxes(torch.zeros(0, 4, 4, dtype=torch.bool)).shape == (0, 4)
 
 
-def test_predict_decodes_exactly_the_kept_queries(tiny_sam):
+def test_predict_decodes_exactly_the_kept_queries(mini_sam):
     cfg = load_config(overrides=["prompter.enc_layers=1", "prompter.dec_layers=1", "prompter.hidden_dim=32",
                                  "prompter.nheads=2", "prompter.dim_feedforward=64", "prompter.num_queries=6"])
-    model = build_wps_sam(cfg, 3, tiny_sam).eval()
+    model = build_wps_sam(cfg, 3, mini_sam).eval()
     with torch.no_grad():
         model.prompter.class_embed.bias.copy_(torch.tensor([0.0, 0.5, 0.2, 0.4]))  # some kept, some not
         embeddings = torch.randn(3, 256, 16, 16)

@@ -27,16 +27,16 @@ SMALL_PROMPTER = [
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_sam):
+def setup(tmp_path_factory, mini_sam):
     root = tmp_path_factory.mktemp("resume")
     write_part_dataset(root / "data", "train", 3, size_range=(24, 40), seed=5)
     sam = root / "sam_tiny.pth"
-    torch.save(tiny_sam.state_dict(), sam)
+    torch.save(mini_sam.state_dict(), sam)
     return root, sam
 
 
 def _train_args(root, sam, out):
-    return ["train", "--data", str(root / "data"), "--out", str(out), "--sam-type", "tiny", "--sam-checkpoint",
+    return ["train", "--data", str(root / "data"), "--out", str(out), "--sam-type", "vit_mini", "--sam-checkpoint",
             str(sam), "--max-steps", str(TOTAL_STEPS), "--batch-size", "1", "--lr", "1e-3", "--seed", "3",
             "--save-every", "1", "--no-progress", "--set", *SMALL_PROMPTER]  # fmt: skip
 

@@ -17,15 +17,15 @@ SMALL_PROMPTER = [
 
 
 @pytest.mark.slow
-def test_two_process_training(tmp_path, tiny_sam):
+def test_two_process_training(tmp_path, mini_sam):
     write_part_dataset(tmp_path / "data", "train", 8, size_range=(24, 40), seed=7)
     sam = tmp_path / "sam_tiny.pth"
-    torch.save(tiny_sam.state_dict(), sam)
+    torch.save(mini_sam.state_dict(), sam)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WPS_SAM_CACHE": str(tmp_path / "cache")}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "wps_sam.cli", "train", "--data", str(tmp_path / "data"), "--out", str(run), "--sam-type", "tiny",
+        "-m", "wps_sam.cli", "train", "--data", str(tmp_path / "data"), "--out", str(run), "--sam-type", "vit_mini",
         "--sam-checkpoint", str(sam), "--epochs", "2", "--batch-size", "2", "--device", "cpu", "--no-progress",
         "--set", *SMALL_PROMPTER,
     ]  # fmt: skip

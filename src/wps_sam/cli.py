@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from .config import SAM_TYPES
 from .errors import WpsSamError
 
 logger = logging.getLogger("wps_sam")
@@ -180,13 +181,29 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_pretrain_sam(args: argparse.Namespace) -> None:
     import torch
 
-    from .pretraining import pretrain_tiny_sam
+    from .pretraining import BatchConfig, PretrainConfig, pretrain_tiny_sam
 
     torch.set_num_threads(args.threads)
-    path = pretrain_tiny_sam(args.out, args.steps, args.batch_size, args.prompts_per_image, args.lr, args.seed,
-                             args.log_every, args.init, progress=not args.no_progress,
-                             eval_every=args.eval_every, warmup_steps=args.warmup_steps,
-                             eval_images=args.eval_images, time_budget_s=args.time_budget_s)
+    batches = BatchConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        prompts_per_image=args.prompts_per_image,
+        low_res_steps=args.low_res_steps,
+        object_batch_size=args.object_batch_size,
+        seed=args.seed,
+    )
+    cfg = PretrainConfig(
+        batches=batches,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        eval_images=args.eval_images,
+        time_budget_s=args.time_budget_s,
+        loader_workers=args.workers,
+        bf16=not args.no_bf16,
+    )
+    path = pretrain_tiny_sam(args.out, cfg, init=args.init, progress=not args.no_progress)
     print(f"tiny SAM weights: {path} (use them with --sam-type tiny --sam-checkpoint {path})")
 
 
@@ -198,7 +215,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_data_toyparts(args: argparse.Namespace) -> None:
-    from .data.toyparts import generate_toyparts
+    from .synthetic.toyparts import generate_toyparts
 
     summary = generate_toyparts(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed,
                                 progress=not args.no_progress)
@@ -228,7 +245,7 @@ def _sha256_arg(value: str) -> str:
 
 
 def _add_sam_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h", "tiny"])
+    p.add_argument("--sam-type", choices=list(SAM_TYPES))
     p.add_argument("--sam-checkpoint", help="official SAM checkpoint file, or 'random' (tests only)")
     p.add_argument("--sam-sha256", type=_sha256_arg, help="refuse the checkpoint unless its sha256 is this")
 
@@ -306,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark the official recipe against ours on this device")
     p.add_argument("--device", help="default: cuda when available, else cpu")
-    p.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h", "tiny"])
+    p.add_argument("--sam-type", choices=list(SAM_TYPES))
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
@@ -317,19 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("pretrain-sam", help="pre-train the tiny SAM on synthetic generic shapes")
+    p = sub.add_parser("pretrain-sam", help="pre-train the tiny SAM (generic shapes; ToyParts-world object labels)")
     p.add_argument("--out", required=True, help="folder for sam_tiny.safetensors, its log and resume state")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--prompts-per-image", type=int, default=8)
-    p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--low-res-steps", type=int, default=0, help="the first steps at 128 px (curriculum)")
+    p.add_argument("--batch-size", type=int, default=8, help="generic-shape scenes per step")
+    p.add_argument("--prompts-per-image", type=int, default=4, help="prompts per scene at 256 px (8 at 128)")
+    p.add_argument("--object-batch-size", type=int, default=8, help="object-labelled images per step")
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--warmup-steps", type=int, default=50)
-    p.add_argument("--eval-images", type=int, default=16)
-    p.add_argument("--time-budget-s", type=float, help="stop after this many seconds (resumable)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--eval-images", type=int, default=32)
+    p.add_argument("--time-budget-s", type=float, help="stop after this many seconds in all (resumable)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1, help="processes drawing batches ahead")
+    p.add_argument("--no-bf16", action="store_true", help="float32 throughout (slower)")
     p.add_argument("--init", help="start from these tiny SAM weights")
     _add_common(p)
     p.set_defaults(func=cmd_pretrain_sam)

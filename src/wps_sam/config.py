@@ -21,7 +21,8 @@ from .errors import ConfigError
 class SamConfig:
     """Which frozen SAM to ride on.
 
-    ``type``: ``vit_b`` | ``vit_l`` | ``vit_h`` | ``tiny``.
+    ``type``: ``vit_b`` | ``vit_l`` | ``vit_h`` (official checkpoints), ``tiny`` (shipped with the
+    package), ``vit_mini`` (a small ViT of the official structure, random weights: tests).
     ``checkpoint``: path of an official-layout checkpoint; ``None`` for the weights shipped with the
     package (``tiny`` only); ``"random"`` for random weights (tests only).
     ``sha256``: if set, the checkpoint file must have this digest.
@@ -115,8 +116,11 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
+# The SAM variants of sam/backbones.py (kept here so that parsing a config imports no torch).
+SAM_TYPES = ("vit_b", "vit_l", "vit_h", "vit_mini", "tiny")
+
 _CHOICES = {
-    ("sam", "type"): ("vit_b", "vit_l", "vit_h", "tiny"),
+    ("sam", "type"): SAM_TYPES,
     ("data", "supervision"): ("box", "point"),
     ("data", "point_mode"): ("interior", "box_center"),
 }

@@ -39,12 +39,12 @@ def test_apply_image_equals_sam_preprocessing(size):
     assert (out[:, h:, :] == 0).all() and (out[:, :, w:] == 0).all()
 
 
-def test_apply_image_equals_sam_preprocess_module(tiny_sam):
-    size = tiny_sam.image_encoder.img_size
+def test_apply_image_equals_sam_preprocess_module(mini_sam):
+    size = mini_sam.image_encoder.img_size
     image = np.random.default_rng(1).integers(0, 256, size=(37, 52, 3), dtype=np.uint8)
     resized = torch.as_tensor(ResizeLongestSide(size).apply_image(image)).permute(2, 0, 1)[None].float()
     with torch.no_grad():
-        expected = tiny_sam.preprocess(resized)[0]
+        expected = mini_sam.preprocess(resized)[0]
     torch.testing.assert_close(SamTransform(size).apply_image(image), expected, rtol=0, atol=1e-5)
 
 

@@ -21,6 +21,7 @@ from wps_sam.demo.baselines import (
 )
 from wps_sam.demo.report import targets
 from wps_sam.demo.runner import METHODS, prepare_toyparts
+from wps_sam.sam.backbones import build_sam
 
 
 def _part(label, box, polygon=None):
@@ -64,17 +65,17 @@ def test_score_counts_like_the_confusion_matrix():
     assert result["macc"] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
 
 
-def test_oracle_labels_each_mask_with_its_part(tiny_sam):
+def test_oracle_labels_each_mask_with_its_part(mini_sam):
     polygon = [2.0, 2.0, 30.0, 2.0, 30.0, 20.0, 2.0, 20.0]
     entry = ImageEntry(1, "x.png", None, 32, 48, [_part(2, [2, 2, 30, 20], polygon)])
     index = type("Index", (), {"images": [entry]})()
     torch.manual_seed(0)
-    oracle = SamBoxOracle(tiny_sam, index, torch.randn(1, 256, 16, 16), mask_threshold=-1e9)
+    oracle = SamBoxOracle(mini_sam, index, torch.randn(1, 256, 16, 16), mask_threshold=-1e9)
     label_map = oracle(0)
     # Every pixel is covered at this threshold, all by the one part: class 2 -> label 3.
     assert label_map.shape == (32, 48) and set(label_map.unique().tolist()) == {3}
     empty = ImageEntry(2, "y.png", None, 8, 8, [])
-    oracle = SamBoxOracle(tiny_sam, type("Index", (), {"images": [empty]})(), torch.zeros(1, 256, 16, 16))
+    oracle = SamBoxOracle(mini_sam, type("Index", (), {"images": [empty]})(), torch.zeros(1, 256, 16, 16))
     assert not oracle(0).any()
 
 
@@ -169,9 +170,10 @@ SMOKE_SETTINGS = DemoSettings(
 
 
 @pytest.mark.slow
-def test_demo_smoke(tmp_path, tiny_sam):
+@pytest.mark.filterwarnings("ignore:SAM tiny has random weights")
+def test_demo_smoke(tmp_path):
     sam_file = tmp_path / "sam_tiny_random.pth"
-    torch.save(tiny_sam.state_dict(), sam_file)
+    torch.save(build_sam("tiny", "random").state_dict(), sam_file)
     out = tmp_path / "demo"
     results = run_demo(out, SMOKE_SETTINGS, steps_scale=2, sam_checkpoint=str(sam_file), seed=3, progress=False)
 

@@ -1,7 +1,8 @@
-"""Properties of the tiny-SAM pre-training: the synthetic scenes, the losses and a two-step run."""
+"""Properties of the tiny-SAM pre-training: losses, prompts, batches, object labels, and short runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -10,17 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from wps_sam.pretraining.losses import dice_loss, mask_iou, sigmoid_focal_loss
-from wps_sam.pretraining.shapes import ShapesConfig, SyntheticShapes, draw_shape, smooth_noise
-from wps_sam.pretraining.trainer import (
+from wps_sam.pretraining import (
+    BatchConfig,
     PretrainConfig,
     evaluate_prompted_miou,
-    mask_box,
-    predict_masks_batched,
     pretrain_tiny_sam,
-    sample_prompts,
+    trainer,
 )
+from wps_sam.pretraining.data import PretrainBatches
+from wps_sam.pretraining.knowledge import ObjectClassifierHead, ObjectLabelledScenes
+from wps_sam.pretraining.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from wps_sam.pretraining.objective import predict_masks_batched, prompt_frame
+from wps_sam.pretraining.prompts import PromptConfig, interior_point, mask_box, sample_prompts
 from wps_sam.sam.backbones import build_sam
+from wps_sam.synthetic.scenes import SyntheticShapes
+from wps_sam.synthetic.toyparts import SUPERCATEGORIES, ToyPartsConfig, render_scene
 
 
 @pytest.fixture(autouse=True)
@@ -35,38 +40,6 @@ def _tiny_random_sam():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return build_sam("tiny", checkpoint="random")
-
-
-def test_scenes_are_deterministic_and_consistent():
-    a, b = SyntheticShapes(seed=3), SyntheticShapes(seed=3)
-    for i in range(3):
-        (img1, m1), (img2, m2) = a[i], b[i]
-        assert np.array_equal(img1, img2) and np.array_equal(m1, m2)
-        assert img1.shape == (256, 256, 3) and img1.dtype == np.uint8
-        assert m1.ndim == 3 and m1.shape[1:] == (256, 256) and m1.dtype == bool and len(m1) >= 1
-        assert (m1.reshape(len(m1), -1).sum(1) >= ShapesConfig().min_area).all()
-    assert not np.array_equal(a[0][0], SyntheticShapes(seed=4)[0][0])
-
-
-def test_pieces_do_not_overlap_but_unions_cover_them():
-    _, masks = SyntheticShapes(seed=0)[1]
-    flat = masks.reshape(len(masks), -1)
-    inter = flat.astype(np.int32) @ flat.T.astype(np.int32)
-    area = np.diag(inter)
-    for i in range(len(masks)):
-        for j in range(len(masks)):
-            # Two targets either are disjoint or one contains the other (a piece inside its object).
-            if i != j and inter[i, j]:
-                assert inter[i, j] in (area[i], area[j])
-
-
-def test_shapes_and_noise_stay_in_range():
-    rng = np.random.default_rng(0)
-    for kind in ("ellipse", "rectangle", "polygon", "blob", "ring", "star", "curve"):
-        m = draw_shape(rng, kind, 64, 32, 32, 12)
-        assert m.shape == (64, 64) and m.any() and not m.all()
-    n = smooth_noise(rng, 64, 8, 3)
-    assert n.shape == (3, 64, 64) and n.min() >= 0 and n.max() <= 1
 
 
 def test_focal_and_dice_match_hand_values():
@@ -86,7 +59,7 @@ def test_focal_and_dice_match_hand_values():
 def test_prompts_lie_in_their_masks():
     rng = np.random.default_rng(0)
     _, masks = SyntheticShapes(seed=1)[0]
-    p = sample_prompts(rng, masks, 6, PretrainConfig(p_box=0.5), n_points=3)
+    p = sample_prompts(rng, masks, 6, PromptConfig(p_box=0.5), n_points=3)
     for j, t in enumerate(p["target"]):
         x, y = p["coords"][j, 0].astype(int)
         assert masks[t][y, x]  # the first point is always positive
@@ -97,9 +70,17 @@ def test_prompts_lie_in_their_masks():
     assert list(box) == [xs.min(), ys.min(), xs.max(), ys.max()]
 
 
+def test_interior_point_is_the_innermost_pixel():
+    mask = np.zeros((20, 40), bool)
+    mask[2:9, 3:30] = True  # a bar 7 rows high: its middle row is row 5
+    mask[2:19, 32:35] = True  # a thin post: never the farthest from an outline
+    x, y = interior_point(mask)
+    assert y == 5 and 3 + 3 <= x <= 29 - 3
+
+
 def test_batched_decoder_matches_segment_anything():
     sam = _tiny_random_sam()
-    emb = torch.randn(2, 256, 16, 16)
+    emb = torch.randn(2, 256, 32, 32)
     boxes = torch.tensor([[10.0, 20.0, 100.0, 120.0], [50.0, 60.0, 200.0, 210.0]])
     sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
     with torch.no_grad():
@@ -112,6 +93,47 @@ def test_batched_decoder_matches_segment_anything():
             assert torch.allclose(iou[i : i + 1], ref_iou, atol=1e-5)
 
 
+def test_prompt_frame_sets_and_restores_the_frame():
+    pe = _tiny_random_sam().prompt_encoder
+    with prompt_frame(pe, 128, 16):
+        assert pe.get_dense_pe().shape[-2:] == (16, 16)
+        _, dense = pe(points=None, boxes=torch.tensor([[1.0, 2.0, 30.0, 40.0]]), masks=None)
+        assert dense.shape[-2:] == (16, 16)
+    assert pe.input_image_size == (256, 256) and pe.get_dense_pe().shape[-2:] == (32, 32)
+
+
+def test_batches_are_a_function_of_the_step_and_follow_the_curriculum():
+    cfg = BatchConfig(
+        steps=4,
+        batch_size=2,
+        prompts_per_image=3,
+        low_res_steps=2,
+        low_res_prompts_per_image=5,
+        object_batch_size=2,
+    )
+    batches = PretrainBatches(cfg)
+    low, again, full = batches[1], PretrainBatches(cfg)[1], batches[2]
+    for k in low:
+        assert torch.equal(low[k], again[k])
+    assert low["images"].shape == (2, 128, 128, 3) and low["targets"].shape == (10, 64, 64)
+    assert full["images"].shape == (2, 256, 256, 3) and full["targets"].shape == (6, 128, 128)
+    assert full["object_images"].shape == (2, 256, 256, 3) and full["object_labels"].shape == (2, 11)
+    assert 0 <= float(full["targets"].min()) and float(full["targets"].max()) <= 1
+    assert (full["box"] >= 0).all() and (full["box"] <= 255).all()
+
+
+def test_object_labels_name_only_the_objects_shown():
+    scenes = ObjectLabelledScenes(seed=0)
+    for i in range(5):
+        image, labels = scenes[i]
+        scene = render_scene(ToyPartsConfig(seed=0), "pretrain", i)
+        drawn = {name.split(" ")[0] for _, name in scene.parts}
+        shown = {list(SUPERCATEGORIES)[k] for k in np.flatnonzero(labels)}
+        assert image.shape == (256, 256, 3) and shown and shown <= drawn
+    head = ObjectClassifierHead(256, 11)
+    assert head(torch.randn(3, 256, 8, 8)).shape == (3, 11)
+
+
 def test_evaluation_runs_on_any_size():
     sam = _tiny_random_sam()
     image = np.zeros((120, 200, 3), np.uint8)
@@ -121,28 +143,55 @@ def test_evaluation_runs_on_any_size():
     assert res["n_masks"] == 1 and 0 <= res["box_miou"] <= 1 and 0 <= res["point_miou"] <= 1
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:SAM tiny has random weights")
-def test_two_step_run_writes_loadable_weights(tmp_path):
-    path = pretrain_tiny_sam(
-        tmp_path,
-        steps=2,
+def _smoke_config(steps: int) -> PretrainConfig:
+    batches = BatchConfig(
+        steps=steps,
         batch_size=2,
         prompts_per_image=2,
+        low_res_steps=2,
+        low_res_prompts_per_image=2,
+        object_batch_size=2,
+    )
+    return PretrainConfig(
+        batches=batches,
+        warmup_steps=1,
         log_every=1,
-        progress=False,
         eval_every=2,
         eval_images=1,
         eval_masks_per_image=2,
-        warmup_steps=1,
         box_warmup_steps=2,
+        loader_workers=0,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:SAM tiny has random weights")
+def test_every_stage_runs_and_a_resumed_run_is_exact(tmp_path, monkeypatch):
+    # Box warm-up, two low-resolution steps, two full-resolution steps.
+    path = pretrain_tiny_sam(tmp_path / "whole", _smoke_config(4), progress=False)
     assert path.is_file() and path.stat().st_size <= 25 * 1024 * 1024
     sam = build_sam("tiny", checkpoint=path)
     assert sam.checkpoint_sha256 != "random"
-    rows = [json.loads(line) for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    rows = [json.loads(line) for line in (tmp_path / "whole" / "pretrain_log.jsonl").read_text().splitlines()]
     assert rows[0]["box_warmup_steps"] == 2
+    assert [r["res"] for r in rows if "loss" in r] == [128, 128, 256, 256]
+    assert all("loss_objects" in r for r in rows if "loss" in r)
     assert any("eval_box_miou" in r for r in rows)
-    # A finished run resumes to a no-op.
-    assert pretrain_tiny_sam(tmp_path, steps=2, batch_size=2, prompts_per_image=2, progress=False) == path
+    # Killed after two steps (a state is saved after every step here), then resumed: the same weights.
+    real_step, calls = trainer._train_step, []
+
+    def killed_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    cfg = dataclasses.replace(_smoke_config(4), checkpoint_every_s=0.0)
+    monkeypatch.setattr(trainer, "_train_step", killed_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_tiny_sam(tmp_path / "killed", cfg, progress=False)
+    monkeypatch.setattr(trainer, "_train_step", real_step)
+    resumed = pretrain_tiny_sam(tmp_path / "killed", cfg, progress=False)
+    whole, parts = build_sam("tiny", checkpoint=path), build_sam("tiny", checkpoint=resumed)
+    for (name, a), b in zip(whole.state_dict().items(), parts.state_dict().values()):
+        assert torch.equal(a, b), name

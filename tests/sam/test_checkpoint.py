@@ -44,14 +44,14 @@ def vit_b_file(tmp_path_factory):
 
 
 @pytest.fixture
-def tiny_state(tiny_sam) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in tiny_sam.state_dict().items()}
+def tiny_state(mini_sam) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in mini_sam.state_dict().items()}
 
 
 def test_official_layout_loads_unchanged(tiny_state, tmp_path):
     path = tmp_path / "sam_tiny.pth"
     torch.save(tiny_state, path)
-    sam = build_sam("tiny", path)
+    sam = build_sam("vit_mini", path)
     assert_same_tensors(sam, tiny_state)
     assert sam.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert not sam.training and not any(p.requires_grad for p in sam.parameters())
@@ -66,7 +66,7 @@ def test_safetensors_loads_unchanged(tiny_state, tmp_path):
     path = tmp_path / "sam_tiny.safetensors"
     save_file(tiny_state, str(path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    sam = build_sam("tiny", path, sha256=digest.upper())
+    sam = build_sam("vit_mini", path, sha256=digest.upper())
     assert_same_tensors(sam, tiny_state)
     assert sam.checkpoint_sha256 == digest
 
@@ -75,7 +75,7 @@ def test_sha256_mismatch_is_refused(tiny_state, tmp_path):
     path = tmp_path / "sam_tiny.pth"
     torch.save(tiny_state, path)
     with pytest.raises(CheckpointError, match="sha256") as info:
-        build_sam("tiny", path, sha256="0" * 64)
+        build_sam("vit_mini", path, sha256="0" * 64)
     assert str(path) in str(info.value) and hashlib.sha256(path.read_bytes()).hexdigest() in str(info.value)
 
 
@@ -103,16 +103,17 @@ def test_mismatched_keys_are_named(tiny_state, tmp_path, corrupt, what):
     path = tmp_path / "bad.pth"
     torch.save(tiny_state, path)
     with pytest.raises(CheckpointError, match=what) as info:
-        build_sam("tiny", path)
+        build_sam("vit_mini", path)
     assert str(path) in str(info.value) and f"'{key}'" in str(info.value)
     assert "--sam-type" not in str(info.value)
 
 
 def test_vit_b_file_as_tiny_suggests_sam_type(vit_b_file):
     path, _ = vit_b_file
-    with pytest.raises(CheckpointError, match="use --sam-type vit_b") as info:
-        build_sam("tiny", path)
-    assert str(path) in str(info.value) and "does not fit SAM tiny" in str(info.value)
+    for kind in ("vit_mini", "tiny"):
+        with pytest.raises(CheckpointError, match="use --sam-type vit_b") as info:
+            build_sam(kind, path)
+        assert str(path) in str(info.value) and f"does not fit SAM {kind}" in str(info.value)
 
 
 def test_tiny_state_into_vit_b_is_refused(vit_b_file, tiny_state):
@@ -120,14 +121,19 @@ def test_tiny_state_into_vit_b_is_refused(vit_b_file, tiny_state):
     _, vit_b = vit_b_file
     with pytest.raises(CheckpointError, match=r"sam_tiny\.pth does not fit SAM vit_b") as info:
         load_into(vit_b, tiny_state, "sam_tiny.pth", "vit_b")
-    assert "image_encoder" in str(info.value) and "use --sam-type tiny" in str(info.value)
+    assert "image_encoder" in str(info.value) and "use --sam-type vit_mini" in str(info.value)
 
 
-@pytest.mark.parametrize("width,kind", [(192, "tiny"), (768, "vit_b"), (1024, "vit_l"), (1280, "vit_h")])
+@pytest.mark.parametrize("width,kind", [(192, "vit_mini"), (768, "vit_b"), (1024, "vit_l"), (1280, "vit_h")])
 def test_guess_sam_type_from_encoder_width(width, kind):
     assert guess_sam_type({"image_encoder.pos_embed": torch.zeros(1, 4, 4, width)}) == kind
     assert guess_sam_type({"image_encoder.pos_embed": torch.zeros(1, 4, 4, 100)}) is None
     assert guess_sam_type({}) is None
+
+
+def test_guess_sam_type_knows_the_tiny_sam(recwarn):
+    state = build_sam("tiny", "random").state_dict()
+    assert guess_sam_type(state) == "tiny"
 
 
 def _truncated(path, state):
@@ -166,7 +172,7 @@ def test_unreadable_files_are_refused(tiny_state, tmp_path, write, message):
     path = tmp_path / "sam_tiny.pth"
     write(path, tiny_state)
     with pytest.raises(CheckpointError, match=message) as info:
-        build_sam("tiny", path)
+        build_sam("vit_mini", path)
     assert str(path) in str(info.value)
 
 
@@ -174,7 +180,7 @@ def test_unreadable_safetensors_is_refused(tmp_path):
     path = tmp_path / "sam_tiny.safetensors"
     path.write_bytes(random.Random(0).randbytes(4096))
     with pytest.raises(CheckpointError, match="not a readable safetensors file") as info:
-        build_sam("tiny", path)
+        build_sam("vit_mini", path)
     assert str(path) in str(info.value)
 
 
@@ -188,7 +194,7 @@ def test_pickled_code_is_never_run(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"image_encoder.pos_embed": TouchOnUnpickle(marker)}, path)
     with pytest.raises(CheckpointError, match="refused to load") as info:
-        build_sam("tiny", path)
+        build_sam("vit_mini", path)
     assert not marker.exists()
     assert str(path) in str(info.value) and "Python object" in str(info.value)
 
@@ -196,7 +202,7 @@ def test_pickled_code_is_never_run(tmp_path):
 def test_missing_file(tmp_path):
     path = tmp_path / "nowhere.pth"
     with pytest.raises(CheckpointError, match="not found") as info:
-        build_sam("tiny", path)
+        build_sam("vit_mini", path)
     assert str(path) in str(info.value)
 
 

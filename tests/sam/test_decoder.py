@@ -8,21 +8,21 @@ from wps_sam.sam.decoder import PromptMaskDecoder, masks_to_frame, masks_to_inpu
 
 
 @pytest.fixture
-def decoder(tiny_sam) -> PromptMaskDecoder:
-    return PromptMaskDecoder(tiny_sam.prompt_encoder, tiny_sam.mask_decoder)
+def decoder(mini_sam) -> PromptMaskDecoder:
+    return PromptMaskDecoder(mini_sam.prompt_encoder, mini_sam.mask_decoder)
 
 
 @pytest.mark.parametrize("multimask", [False, True])
-def test_batched_equals_segment_anything_per_image(decoder, tiny_sam, multimask):
+def test_batched_equals_segment_anything_per_image(decoder, mini_sam, multimask):
     batch, queries = 2, 3
     embeddings = torch.randn(batch, 256, 16, 16)
     tokens = torch.randn(batch, queries, 2, 256)
     mask_logits, iou_pred = decoder(embeddings, tokens, multimask_output=multimask)
 
-    image_pe = tiny_sam.prompt_encoder.get_dense_pe()
-    dense = tiny_sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(queries, -1, 16, 16)
+    image_pe = mini_sam.prompt_encoder.get_dense_pe()
+    dense = mini_sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(queries, -1, 16, 16)
     expected = [
-        tiny_sam.mask_decoder(
+        mini_sam.mask_decoder(
             image_embeddings=embeddings[i : i + 1],
             image_pe=image_pe,
             sparse_prompt_embeddings=tokens[i],
@@ -56,12 +56,12 @@ def test_token_shape_is_checked(decoder):
         decoder(torch.randn(2, 256, 16, 16), torch.randn(3, 4, 2, 256))
 
 
-def test_masks_to_frame_matches_postprocess_masks(tiny_sam):
+def test_masks_to_frame_matches_postprocess_masks(mini_sam):
     original_size = (300, 200)  # (H, W), portrait: the padding is on the right
     input_size = ResizeLongestSide(256).get_preprocess_shape(*original_size, 256)
     mask_logits = torch.randn(2, 4, 3, 64, 64)
     frame = masks_to_frame(mask_logits, 256, input_size, original_size)
-    expected = tiny_sam.postprocess_masks(mask_logits.flatten(0, 1), input_size, original_size)
+    expected = mini_sam.postprocess_masks(mask_logits.flatten(0, 1), input_size, original_size)
     assert frame.shape == (2, 4, 3, 300, 200)
     torch.testing.assert_close(frame, expected.reshape(2, 4, 3, 300, 200))
 

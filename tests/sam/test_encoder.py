@@ -45,7 +45,7 @@ def tiny_encoder(std: float = 0.5) -> ImageEncoderViT:
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return randomise_rel_pos(build_sam("tiny", "random").image_encoder, std)
+        return randomise_rel_pos(build_sam("vit_mini", "random").image_encoder, std)
 
 
 def odd_encoder() -> ImageEncoderViT:

@@ -14,21 +14,21 @@ def random_boxes(n: int, size: int = 256) -> torch.Tensor:
 
 
 @pytest.fixture
-def teacher(tiny_sam) -> TeacherTokens:
-    return TeacherTokens(tiny_sam.prompt_encoder)
+def teacher(mini_sam) -> TeacherTokens:
+    return TeacherTokens(mini_sam.prompt_encoder)
 
 
-def test_box_tokens_match_segment_anything(teacher, tiny_sam):
+def test_box_tokens_match_segment_anything(teacher, mini_sam):
     boxes = random_boxes(5)
-    expected, _ = tiny_sam.prompt_encoder(points=None, boxes=boxes, masks=None)
+    expected, _ = mini_sam.prompt_encoder(points=None, boxes=boxes, masks=None)
     tokens = teacher(boxes=boxes)
     assert tokens.shape == (5, 2, 256) and tokens.dtype == torch.float32
     torch.testing.assert_close(tokens, expected, rtol=0, atol=0)
 
 
-def test_point_tokens_match_segment_anything(teacher, tiny_sam):
+def test_point_tokens_match_segment_anything(teacher, mini_sam):
     points = torch.rand(5, 2) * 256
-    expected, _ = tiny_sam.prompt_encoder(points=(points[:, None], torch.ones(5, 1)), boxes=None, masks=None)
+    expected, _ = mini_sam.prompt_encoder(points=(points[:, None], torch.ones(5, 1)), boxes=None, masks=None)
     tokens = teacher(points=points)
     assert tokens.shape == (5, 2, 256)
     torch.testing.assert_close(tokens, expected, rtol=0, atol=0)

@@ -42,7 +42,7 @@ from ..atomic import atomic_write_json, atomic_write_text
 from ..config import Config, config_to_dict, load_config, merge, parse_overrides
 from ..data.coco import PartDataIndex, load_split
 from ..data.images import read_image
-from ..data.toyparts import ToyPartsConfig, write_toyparts
+from ..synthetic.toyparts import ToyPartsConfig, write_toyparts
 from ..errors import ConfigError, DataError
 from . import baselines, report
 

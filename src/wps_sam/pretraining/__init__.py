@@ -1,13 +1,16 @@
-"""Pre-training of the tiny SAM foundation model on synthetic generic shapes (never on ToyParts)."""
+"""Pre-training of the tiny SAM foundation model: generic shapes with class-agnostic masks, and
+image-level object labels of the ToyParts world (never a part label, box or mask)."""
 
-from .shapes import ShapesConfig, SyntheticShapes, generate_scene
-from .trainer import PretrainConfig, evaluate_prompted_miou, pretrain_tiny_sam
+from .data import BatchConfig
+from .evaluation import evaluate_coco_miou, evaluate_prompted_miou
+from .prompts import PromptConfig
+from .trainer import PretrainConfig, pretrain_tiny_sam
 
 __all__ = [
+    "BatchConfig",
     "PretrainConfig",
-    "ShapesConfig",
-    "SyntheticShapes",
+    "PromptConfig",
+    "evaluate_coco_miou",
     "evaluate_prompted_miou",
-    "generate_scene",
     "pretrain_tiny_sam",
 ]

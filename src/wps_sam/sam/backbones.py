@@ -1,8 +1,15 @@
-"""The registry of SAM variants: the official vit_b/l/h and a tiny SAM of the same structure.
+"""The registry of SAM variants: the official vit_b/l/h, a small ViT of theirs, and the tiny SAM.
 
-``_build_sam`` owns the numbers shared by every variant; each public builder sets only what differs,
-as in segment-anything's ``build_sam.py``. The modules are Meta's own (``segment_anything``), so the
-official checkpoints load unchanged.
+* ``vit_b`` / ``vit_l`` / ``vit_h``: Meta's architectures (``segment_anything`` modules), so the
+  official checkpoints load unchanged;
+* ``vit_mini``: the same structure scaled down (256 px input, 16x16 embedding, random weights
+  only): the tests' stand-in for the official ViTs;
+* ``tiny``: the offline demo's foundation model, shipped with the package: SAM's prompt encoder and
+  mask decoder behind a convolutional encoder (:mod:`.conv_encoder`; 256 px input, 32x32
+  embedding, 128x128 masks). It is a segment-anything ``Sam`` all the same, so ``SamPredictor``
+  runs it unchanged.
+
+``_build_sam`` owns the numbers shared by every variant, as in segment-anything's ``build_sam.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from ..config import SAM_TYPES
 from ..errors import CheckpointError
 from .checkpoint import check_sha256, load_into, read_state_dict
+from .conv_encoder import EMBED_STRIDE, ConvImageEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -43,39 +52,46 @@ SAM_SPECS: dict[str, SamSpec] = {
     "vit_b": SamSpec(768, 12, 12, (2, 5, 8, 11)),
     "vit_l": SamSpec(1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": SamSpec(1280, 32, 16, (7, 15, 23, 31)),
-    # ~6M parameters, 256 px input, 16x16 embedding: the tests' and the offline demo's SAM.
-    "tiny": SamSpec(192, 6, 3, (2, 5), image_size=256, window_size=8, decoder_mlp_dim=512),
+    # ~6M parameters, 256 px input, 16x16 embedding: the official structure, small enough for tests.
+    "vit_mini": SamSpec(192, 6, 3, (2, 5), image_size=256, window_size=8, decoder_mlp_dim=512),
 }
+# The tiny SAM: 256 px input; its decoder's MLP width (the official ViTs use 2048).
+TINY_IMAGE_SIZE = 256
+TINY_DECODER_MLP_DIM = 1024
 
 
-def _build_sam(spec: SamSpec) -> Sam:
-    patch_size = 16
-    embedding_size = spec.image_size // patch_size
+def _vit_encoder(spec: SamSpec) -> ImageEncoderViT:
+    return ImageEncoderViT(
+        depth=spec.encoder_depth,
+        embed_dim=spec.encoder_embed_dim,
+        img_size=spec.image_size,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=spec.encoder_num_heads,
+        patch_size=16,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=spec.encoder_global_attn_indexes,
+        window_size=spec.window_size,
+        out_chans=PROMPT_EMBED_DIM,
+    )
+
+
+def _build_sam(image_encoder: torch.nn.Module, embedding_size: int, decoder_mlp_dim: int) -> Sam:
+    """SAM around ``image_encoder`` (whose ``img_size`` input gives an ``embedding_size`` square grid)."""
+    image_size = image_encoder.img_size
     sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=spec.encoder_depth,
-            embed_dim=spec.encoder_embed_dim,
-            img_size=spec.image_size,
-            mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=spec.encoder_num_heads,
-            patch_size=patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=spec.encoder_global_attn_indexes,
-            window_size=spec.window_size,
-            out_chans=PROMPT_EMBED_DIM,
-        ),
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=PROMPT_EMBED_DIM,
             image_embedding_size=(embedding_size, embedding_size),
-            input_image_size=(spec.image_size, spec.image_size),
+            input_image_size=(image_size, image_size),
             mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(
-                depth=2, embedding_dim=PROMPT_EMBED_DIM, mlp_dim=spec.decoder_mlp_dim, num_heads=8
+                depth=2, embedding_dim=PROMPT_EMBED_DIM, mlp_dim=decoder_mlp_dim, num_heads=8
             ),
             transformer_dim=PROMPT_EMBED_DIM,
             iou_head_depth=3,
@@ -85,6 +101,14 @@ def _build_sam(spec: SamSpec) -> Sam:
         pixel_std=[58.395, 57.12, 57.375],
     )
     return sam.eval()
+
+
+def _build_variant(kind: str) -> Sam:
+    if kind == "tiny":
+        encoder = ConvImageEncoder(img_size=TINY_IMAGE_SIZE, out_chans=PROMPT_EMBED_DIM)
+        return _build_sam(encoder, TINY_IMAGE_SIZE // EMBED_STRIDE, TINY_DECODER_MLP_DIM)
+    spec = SAM_SPECS[kind]
+    return _build_sam(_vit_encoder(spec), spec.image_size // 16, spec.decoder_mlp_dim)
 
 
 def shipped_tiny_weights() -> Path:
@@ -103,10 +127,10 @@ def freeze(sam: Sam) -> Sam:
 def build_sam(
     kind: str, checkpoint: str | Path | None = None, sha256: str | None = None, frozen: bool = True
 ) -> Sam:
-    """Build SAM ``kind`` (``vit_b`` | ``vit_l`` | ``vit_h`` | ``tiny``) and load its weights strictly.
+    """Build SAM ``kind`` (one of :data:`SAM_TYPES`) and load its weights strictly.
 
     Args:
-        kind: a key of :data:`SAM_SPECS`.
+        kind: ``vit_b`` | ``vit_l`` | ``vit_h`` | ``vit_mini`` | ``tiny``.
         checkpoint: an official-layout file (plain state dict, ``.pth``) or ``.safetensors``;
             ``None`` loads the weights shipped with the package (``tiny`` only);
             ``"random"`` keeps random weights (tests only; warns).
@@ -116,8 +140,8 @@ def build_sam(
     The model's ``checkpoint_sha256`` attribute records the digest of the loaded file
     (``"random"`` for random weights).
     """
-    if kind not in SAM_SPECS:
-        raise CheckpointError(f"unknown SAM type {kind!r}; choose one of {sorted(SAM_SPECS)}")
+    if kind not in SAM_TYPES:
+        raise CheckpointError(f"unknown SAM type {kind!r}; choose one of {sorted(SAM_TYPES)}")
     if checkpoint is None:
         if kind != "tiny":
             raise CheckpointError(
@@ -134,7 +158,7 @@ def build_sam(
     else:
         digest = check_sha256(checkpoint, sha256)
         state = read_state_dict(checkpoint)
-    sam = _build_sam(SAM_SPECS[kind])
+    sam = _build_variant(kind)
     if state is not None:
         load_into(sam, state, checkpoint, kind)
         logger.info("loaded SAM %s from %s (sha256 %s)", kind, checkpoint, digest[:12])

@@ -22,7 +22,7 @@ from ..hashing import sha256_of
 logger = logging.getLogger(__name__)
 
 # Width of the image encoder -> SAM type (as in backbones.SAM_SPECS), to name a foreign checkpoint.
-_ENCODER_WIDTH_TO_TYPE = {192: "tiny", 768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+_ENCODER_WIDTH_TO_TYPE = {192: "vit_mini", 768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
 def _require_file(path: Path) -> None:
@@ -72,7 +72,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def guess_sam_type(state: dict[str, torch.Tensor]) -> str | None:
-    """Name the official variant a state dict belongs to, from the width of its encoder."""
+    """Name the variant a state dict belongs to: the ViTs by the width of their encoder; the tiny SAM
+    by its convolutional stem."""
+    if "image_encoder.stem.0.weight" in state:
+        return "tiny"
     pos = state.get("image_encoder.pos_embed")
     if pos is None or pos.ndim != 4:
         return None

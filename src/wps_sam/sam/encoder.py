@@ -20,7 +20,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, ImageEncoderViT, get_rel_pos
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def decomposed_rel_pos_bias(
@@ -95,16 +95,18 @@ class FastImageEncoderViT(ImageEncoderViT):
             return self.neck(x.permute(0, 3, 1, 2).float())
 
 
-def accelerate_encoder(image_encoder: ImageEncoderViT) -> ImageEncoderViT:
-    """Switch ``image_encoder`` to :class:`FastImageEncoderViT` and :class:`SdpaAttention`, in place.
+def accelerate_encoder(image_encoder: nn.Module) -> nn.Module:
+    """Switch a ViT ``image_encoder`` to :class:`FastImageEncoderViT` and :class:`SdpaAttention`, in place.
 
     Returns the same module. Idempotent. Weights and ``state_dict`` keys do not change (the modules
-    are re-classed, not rebuilt); :func:`restore_encoder` undoes it.
+    are re-classed, not rebuilt); :func:`restore_encoder` undoes it. Other encoders (the tiny SAM's
+    :class:`~wps_sam.sam.conv_encoder.ConvImageEncoder`, whose attention is already SDPA) are
+    returned as they are.
     """
     if type(image_encoder) is ImageEncoderViT:
         image_encoder.__class__ = FastImageEncoderViT
     elif not isinstance(image_encoder, FastImageEncoderViT):
-        raise TypeError(f"expected segment-anything's ImageEncoderViT, got {type(image_encoder).__name__}")
+        return image_encoder
     for block in image_encoder.blocks:
         if type(block.attn) is Attention:
             block.attn.__class__ = SdpaAttention
@@ -113,8 +115,10 @@ def accelerate_encoder(image_encoder: ImageEncoderViT) -> ImageEncoderViT:
     return image_encoder
 
 
-def restore_encoder(image_encoder: ImageEncoderViT) -> ImageEncoderViT:
+def restore_encoder(image_encoder: nn.Module) -> nn.Module:
     """Back to segment-anything's own forward and attention, in place; returns ``image_encoder``."""
+    if not isinstance(image_encoder, ImageEncoderViT):
+        return image_encoder
     if type(image_encoder) is FastImageEncoderViT:
         image_encoder.__class__ = ImageEncoderViT
     for block in image_encoder.blocks:
@@ -146,13 +150,13 @@ class EncoderRunner:
             call then takes a while.
         compile_mode: passed to ``torch.compile`` (``None``, ``"max-autotune"``, ...).
 
-    Calling it maps [B, 3, S, S] normalised, padded images to [B, 256, S/16, S/16] embeddings on the
-    encoder's device, in float32 (the low-precision result upcast; see :meth:`__call__`).
+    Calling it maps [B, 3, S, S] normalised, padded images to [B, 256, h, w] embeddings (S/16 for the
+    ViTs, S/8 for the tiny SAM) on the encoder's device, in float32 (the low-precision result upcast; see :meth:`__call__`).
     """
 
     def __init__(
         self,
-        image_encoder: ImageEncoderViT,
+        image_encoder: nn.Module,
         dtype: torch.dtype | str | None = "auto",
         compile: bool = False,
         compile_mode: str | None = None,
@@ -172,7 +176,7 @@ class EncoderRunner:
 
     @property
     def device(self) -> torch.device:
-        return self.image_encoder.patch_embed.proj.weight.device
+        return next(self.image_encoder.parameters()).device
 
     @property
     def module(self) -> torch.nn.Module:
@@ -192,7 +196,7 @@ class EncoderRunner:
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
-        """[B, 3, S, S] -> [B, 256, S/16, S/16] float32 embeddings (computed in ``dtype``)."""
+        """[B, 3, S, S] -> [B, 256, h, w] float32 embeddings (computed in ``dtype``)."""
         images = images.to(self.device, non_blocking=True)
         with self._autocast():
             return self._forward(images).float()

@@ -1,6 +1,6 @@
 """ToyParts: a part-segmentation benchmark generator modelled on PartImageNet.
 
-Scenes hold one to ``max_objects`` articulated objects (:mod:`wps_sam.data.toyparts_shapes`) placed
+Scenes hold one to ``max_objects`` articulated objects (:mod:`wps_sam.synthetic.toyparts_shapes`) placed
 with random scale, rotation, flip and position over a textured background with distractor clutter;
 foreground occluders and later objects hide parts of earlier ones. Every part and every detail gets
 its own random colour and texture, so a part is recognised by its shape and context, never by colour.
@@ -34,8 +34,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
 from wps_sam.atomic import atomic_write_text
-from wps_sam.data.toyparts_shapes import PART_CLASSES, POSE, SUPERCATEGORIES, draw_object, rotation, tube
 from wps_sam.errors import ConfigError
+from wps_sam.synthetic.toyparts_shapes import PART_CLASSES, POSE, SUPERCATEGORIES, draw_object, rotation, tube
 
 __all__ = [
     "PART_CLASSES",

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wps_sam.data.toyparts import (
+from wps_sam.errors import ConfigError
+from wps_sam.synthetic.toyparts import (
     PART_CLASSES,
     SUPERCATEGORIES,
     ToyPartsConfig,
@@ -18,7 +19,6 @@ from wps_sam.data.toyparts import (
     mask_to_polygons,
     render_scene,
 )
-from wps_sam.errors import ConfigError
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools import mask as mask_utils  # noqa: E402
