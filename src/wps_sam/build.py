@@ -6,7 +6,10 @@ from segment_anything.modeling import Sam
 
 from .config import Config
 from .modeling.criterion import SetCriterion, build_criterion
-from .modeling.prompter import build_prompter
+from .modeling.denoising import Denoiser
+from .modeling.dense_criterion import DenseCriterion, build_dense_criterion
+from .modeling.dense_prompter import DensePrompter
+from .modeling.prompter import Prompter, build_prompter
 from .modeling.wps_sam import WPSSAM
 from .sam.backbones import build_sam
 from .sam.decoder import PromptMaskDecoder
@@ -22,16 +25,47 @@ def build_wps_sam(cfg: Config, num_classes: int, sam: Sam | None = None) -> WPSS
     """WPS-SAM for ``num_classes`` part classes on the SAM that ``cfg.sam`` names (or ``sam``)."""
     sam = sam if sam is not None else build_sam_from_config(cfg)
     embed_size = tuple(sam.prompt_encoder.image_embedding_size)
-    prompter = build_prompter(cfg.prompter, num_classes, embed_size)
     return WPSSAM(
         # Same weights, attention through scaled_dot_product_attention (see sam/encoder.py).
         image_encoder=accelerate_encoder(sam.image_encoder),
-        prompter=prompter,
+        prompter=build_any_prompter(cfg, num_classes, embed_size),
         teacher=TeacherTokens(sam.prompt_encoder),
         decoder=PromptMaskDecoder(sam.prompt_encoder, sam.mask_decoder),
         supervision=cfg.data.supervision,
     )
 
 
-def build_training_criterion(cfg: Config, num_classes: int) -> SetCriterion:
-    return build_criterion(cfg.loss, num_classes)
+def build_any_prompter(
+    cfg: Config, num_classes: int, embed_size: tuple[int, int]
+) -> Prompter | DensePrompter:
+    """The prompter ``cfg.prompter.kind`` names: the paper's set prompter (with its switches) or the
+    dense one."""
+    p = cfg.prompter
+    if p.kind == "dense":
+        return DensePrompter(
+            num_classes,
+            cfg.data.supervision,
+            embed_size=embed_size,
+            width=p.dense_width,
+            dilations=tuple(int(d) for d in p.dense_dilations.split(",")),
+            max_parts=p.dense_max_parts,
+            peak_threshold=cfg.inference.peak_threshold,
+            standardize_input=p.standardize_input,
+        )
+    return build_prompter(p, num_classes, embed_size, cfg.data.supervision)
+
+
+def build_training_criterion(cfg: Config, num_classes: int) -> SetCriterion | DenseCriterion:
+    if cfg.prompter.kind == "dense":
+        return build_dense_criterion(cfg.loss, num_classes)
+    return build_criterion(cfg.loss, num_classes, groups=cfg.prompter.groups)
+
+
+def build_denoiser(cfg: Config, num_classes: int) -> Denoiser | None:
+    """The maker of denoising queries when ``cfg.prompter.dn_groups`` asks for them."""
+    p = cfg.prompter
+    if p.kind != "detr" or p.dn_groups == 0:
+        return None
+    return Denoiser(
+        cfg.data.supervision, num_classes, p.dn_groups, p.dn_box_noise, p.dn_point_noise, p.dn_label_noise
+    )

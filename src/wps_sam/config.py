@@ -35,8 +35,13 @@ class SamConfig:
 
 @dataclass(frozen=True)
 class PrompterConfig:
-    """The prompter of WPS-SAM (DEVELOPERS.md): downsampling convs and a DETR transformer."""
+    """The prompter of WPS-SAM (DEVELOPERS.md): downsampling convs and a DETR transformer.
 
+    ``kind``: ``detr`` (the paper's set prompter, with the convergence switches below) or ``dense``
+    (per-cell heat maps and geometry, CenterNet-style: :mod:`wps_sam.modeling.dense_prompter`).
+    """
+
+    kind: str = "detr"
     num_queries: int = 25
     hidden_dim: int = 256
     nheads: int = 8
@@ -47,19 +52,39 @@ class PrompterConfig:
     pre_norm: bool = False
     num_tokens: int = 2
     # Stride-2 convs on the SAM embedding; None: as many as bring the grid to at most 16x16
-    # (two for the 64x64 embedding of vit_b/l/h, none for tiny's 16x16).
+    # (two for the 64x64 embedding of vit_b/l/h, one for tiny's 32x32).
     num_downsample: int | None = None
+    # Convergence remedies of the DETR prompter, all off in the paper's recipe (modeling/queries.py).
+    aux_loss: bool = False  # a separately matched loss after every decoder layer (DETR)
+    geometry_head: bool = False  # a box (or point) per query, refined per layer; tokens = SAM(geometry) + residual
+    two_stage: bool = False  # the encoder memory proposes parts; the top ones anchor the queries
+    groups: int = 1  # query groups in training, each matched one-to-one (Group DETR's one-to-many)
+    dn_groups: int = 0  # denoising groups of noised ground truth (DN-DETR; 0: off)
+    dn_box_noise: float = 0.4  # box centre shift and size change, as a share of the box (DN-DETR's 0.4)
+    dn_point_noise: float = 0.05  # point shift, as a share of the frame
+    dn_label_noise: float = 0.2  # share of denoising queries given a random class
+    standardize_input: bool = False  # fixed per-channel standardisation of SAM's embedding
+    # The dense prompter: a residual stack of 3x3 convolutions of this width and these dilations.
+    dense_width: int = 128
+    dense_dilations: str = "1,2,4,8,1"
+    dense_max_parts: int = 30  # peaks kept per image at inference (highest first)
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Matching costs and loss weights (WPS-SAM's official values)."""
+    """Matching costs and loss weights (WPS-SAM's official values; the geometry terms are DETR's and
+    count only when queries predict geometry)."""
 
     cost_class: float = 10.0
     cost_token: float = 1.0
+    cost_geom: float = 5.0
+    cost_giou: float = 2.0
     weight_ce: float = 5.0
     weight_token: float = 20.0
+    weight_geom: float = 5.0
+    weight_giou: float = 2.0
     eos_coef: float = 1.0  # weight of "no part" in the cross-entropy (DETR uses 0.1; official: 1.0)
+    weight_heatmap: float = 1.0  # the dense prompter's heat-map focal loss (CenterNet)
 
 
 @dataclass(frozen=True)
@@ -104,6 +129,10 @@ class InferenceConfig:
 
     mask_threshold: float = 0.0  # on SAM's mask logits (0.0 == probability 0.5)
     score_threshold: float = 0.0  # extra floor on the class probability of a kept query
+    # Decode SAM's three ambiguity-aware masks and keep the best-rated (SAM's advice for one click)
+    # instead of its single-mask output (the official inference).
+    multimask: bool = False
+    peak_threshold: float = 0.3  # the dense prompter keeps a cell's part from this heat-map score
 
 
 @dataclass(frozen=True)
@@ -123,6 +152,7 @@ _CHOICES = {
     ("sam", "type"): SAM_TYPES,
     ("data", "supervision"): ("box", "point"),
     ("data", "point_mode"): ("interior", "box_center"),
+    ("prompter", "kind"): ("detr", "dense"),
 }
 _POSITIVE = {
     ("prompter", "num_queries"),
@@ -130,6 +160,9 @@ _POSITIVE = {
     ("prompter", "nheads"),
     ("prompter", "dim_feedforward"),
     ("prompter", "num_tokens"),
+    ("prompter", "groups"),
+    ("prompter", "dense_width"),
+    ("prompter", "dense_max_parts"),
     ("train", "epochs"),
     ("train", "batch_size"),
     ("train", "lr"),
@@ -235,9 +268,22 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"prompter.dropout must be in [0, 1), got {cfg.prompter.dropout}")
     if cfg.train.warmup_steps < 0 or cfg.train.weight_decay < 0:
         raise ConfigError("train.warmup_steps and train.weight_decay must be >= 0")
-    for key in ("cost_class", "cost_token", "weight_ce", "weight_token", "eos_coef"):
-        if getattr(cfg.loss, key) < 0:
-            raise ConfigError(f"loss.{key} must be >= 0")
+    for f in fields(LossConfig):
+        if getattr(cfg.loss, f.name) < 0:
+            raise ConfigError(f"loss.{f.name} must be >= 0")
+    if cfg.prompter.dn_groups < 0:
+        raise ConfigError(f"prompter.dn_groups must be >= 0, got {cfg.prompter.dn_groups}")
+    try:
+        dilations = [int(d) for d in cfg.prompter.dense_dilations.split(",")]
+    except ValueError:
+        dilations = []
+    if not dilations or min(dilations) < 1:
+        raise ConfigError(
+            f"prompter.dense_dilations must be positive integers separated by commas, got "
+            f"{cfg.prompter.dense_dilations!r}"
+        )
+    if not 0.0 < cfg.inference.peak_threshold < 1.0:
+        raise ConfigError(f"inference.peak_threshold must be in (0, 1), got {cfg.inference.peak_threshold}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:

@@ -68,7 +68,7 @@ class PartPredictor:
     @classmethod
     def from_run(cls, run: str | Path, device: str = "auto", sam_checkpoint: str | None = None) -> PartPredictor:
         """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM path."""
-        from .engine.trainer import resolve_device
+        from .engine.device import resolve_device
 
         run = Path(run)
         if not run.is_dir():
@@ -90,7 +90,7 @@ class PartPredictor:
         """``images``: [B,3,S,S] preprocessed (see :class:`SamTransform`); sizes (H, W) of the originals."""
         with autocast(self.device, self.cfg.train.amp):
             embeddings = self.model.embed(images.to(self.device)).float()
-        predictions = self.model.predict(embeddings, self.cfg.inference.score_threshold)
+        predictions = self.model.predict(embeddings, self.cfg.inference.score_threshold, self.cfg.inference.multimask)
         threshold = float(torch.sigmoid(torch.tensor(self.cfg.inference.mask_threshold)))
         results = []
         for pred, size in zip(predictions, original_sizes):

@@ -161,7 +161,7 @@ def test_weighted_total_and_builder() -> None:
     criterion = build_criterion(
         LossConfig(cost_class=2.0, cost_token=3.0, weight_ce=5.0, weight_token=20.0), 3
     )
-    assert criterion.weight_dict == {"loss_ce": 5.0, "loss_token": 20.0}
+    assert criterion.weight_dict == {"loss_ce": 5.0, "loss_token": 20.0, "loss_geom": 5.0, "loss_giou": 2.0}
     assert (criterion.matcher.cost_class, criterion.matcher.cost_token) == (2.0, 3.0)
     outputs, targets = random_batch([2, 1], seed=4)
     losses = criterion(outputs, targets)

@@ -150,7 +150,7 @@ def precompute_cache(
     ``dtype``: ``auto`` (bf16 on CUDA, float32 on the CPU), ``bf16``, ``fp16`` or ``fp32``; it is
     part of the key, so training must use the same. Returns a summary (images, encoded, cache size).
     """
-    from ..engine.trainer import resolve_device
+    from ..engine.device import resolve_device
     from ..sam.backbones import build_sam
     from ..sam.encoder import EncoderRunner
 

@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from ..data.coco import ImageEntry, PartDataIndex, instance_mask
 from ..data.images import read_image
 from ..data.transforms import PIXEL_MEAN, PIXEL_STD, SamTransform
+from ..engine.order import epoch_order
 from ..engine.schedule import warmup_cosine
-from ..engine.trainer import epoch_order
 from ..evaluation.metrics import ConfusionMatrix
 from ..postprocess import compose_semantic_map, semantic_map_from_gt
 from ..sam.decoder import PromptMaskDecoder, masks_to_frame

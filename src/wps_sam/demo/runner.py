@@ -42,8 +42,8 @@ from ..atomic import atomic_write_json, atomic_write_text
 from ..config import Config, config_to_dict, load_config, merge, parse_overrides
 from ..data.coco import PartDataIndex, load_split
 from ..data.images import read_image
-from ..synthetic.toyparts import ToyPartsConfig, write_toyparts
 from ..errors import ConfigError, DataError
+from ..synthetic.toyparts import ToyPartsConfig, write_toyparts
 from . import baselines, report
 
 logger = logging.getLogger(__name__)
@@ -391,7 +391,7 @@ def run_demo(
         seed: seeds every trained method (WPS-SAM and both fully-supervised baselines).
         progress: progress bars.
     """
-    from ..engine.trainer import resolve_device
+    from ..engine.device import resolve_device
     from ..sam.backbones import build_sam
 
     if settings is None:

@@ -11,6 +11,9 @@ from torch import Tensor
 
 from ..errors import TrainingError
 from ..modeling.criterion import SetCriterion
+from ..modeling.denoising import Denoiser
+from ..modeling.dense_criterion import DenseCriterion
+from ..modeling.geometry import normalise
 from ..modeling.wps_sam import WPSSAM
 
 TARGET_TENSORS = ("labels", "boxes", "points", "masks")
@@ -46,7 +49,7 @@ def image_embeddings(model: WPSSAM, batch: dict[str, Any], device: torch.device,
 
 def train_step(
     model: WPSSAM,
-    criterion: SetCriterion,
+    criterion: SetCriterion | DenseCriterion,
     batch: dict[str, Any],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -54,27 +57,35 @@ def train_step(
     amp: bool = True,
     grad_clip: float | None = None,
     prompter: torch.nn.Module | None = None,
+    denoiser: Denoiser | None = None,
 ) -> dict[str, float]:
     """Encode (frozen), teacher tokens (frozen), prompter forward, match, loss, one optimiser step.
 
     Returns the weighted total ``loss``, each loss term and the criterion's statistics as floats.
     Raises :class:`TrainingError` if the loss is not finite; the parameters are then left untouched.
-    ``prompter``: the module to run the prompter through (its DDP wrapper under torchrun).
+    ``prompter``: the module to run the prompter through (its DDP wrapper under torchrun);
+    ``denoiser``: makes the step's denoising queries (recipes with query denoising).
     """
     batch = move_batch(batch, device)
     embeddings = image_embeddings(model, batch, device, amp)
     targets = batch["targets"]
+    key = "boxes" if model.supervision == "box" else "points"
     for target, tokens in zip(targets, model.teacher_tokens(targets)):
         target["tokens"] = tokens
+        target["geometry"] = normalise(target[key].float(), model.supervision, model.image_size)
+    kwargs = {}
+    if denoiser is not None:
+        kwargs["denoising"] = denoiser(targets, model.teacher, model.image_size)
     with autocast(device, amp):
-        outputs = (prompter or model.prompter)(embeddings)
-    if not all(torch.isfinite(outputs[k]).all() for k in ("pred_logits", "pred_tokens")):
+        outputs = model.complete_tokens((prompter or model.prompter)(embeddings, **kwargs))
+    if not all(torch.isfinite(v).all() for v in outputs.values() if isinstance(v, Tensor)):
         # Diverged weights: the matcher would refuse the costs with a ValueError; say what happened.
         raise TrainingError(
             "the loss is not finite (the prompter's outputs hold NaN or inf): stopping; the last saved "
             "state is kept. Lower --lr or set train.grad_clip, then --resume."
         )
-    losses = criterion(outputs, targets)
+    part_index = kwargs["denoising"].part_index if kwargs else None
+    losses = criterion(outputs, targets, part_index)
     loss = criterion.weighted_total(losses)
     if not math.isfinite(loss.item()):
         raise TrainingError(

@@ -26,7 +26,9 @@ METRICS_FILE = "metrics.jsonl"
 RESUME_FILE = "resume.pt"
 
 
-def save_weights(run: Path, prompter: nn.Module, class_names: list[str], cfg: Config, sam_sha256: str) -> Path:
+def save_weights(
+    run: Path, prompter: nn.Module, class_names: list[str], cfg: Config, sam_sha256: str
+) -> Path:
     """Prompter weights only, with what a predictor needs to rebuild the run in the metadata."""
     from safetensors.torch import save
 
@@ -45,8 +47,10 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], list[str], Config
     from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
-        raise CheckpointError(f"no trained weights at {path}: is this a wps-sam run directory? "
-                              f"(train one with `wps-sam train --out RUN`)")
+        raise CheckpointError(
+            f"no trained weights at {path}: is this a wps-sam run directory? "
+            f"(train one with `wps-sam train --out RUN`)"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

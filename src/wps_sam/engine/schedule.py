@@ -8,7 +8,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.01) -> LambdaLR:
+def warmup_cosine(
+    optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.01
+) -> LambdaLR:
     """Multiplier of the peak lr at step s: s/warmup during warmup, then a half cosine to min_lr_ratio."""
 
     def factor(step: int) -> float:

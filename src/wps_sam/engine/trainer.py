@@ -1,7 +1,8 @@
 """Training a WPS-SAM prompter: data, model, optimiser, schedule, validation, saving and exact resume.
 
-The data order of epoch e is a permutation drawn from ``(seed, e)`` alone, and the resume state holds
-the global step, so a killed run continues with exactly the batches it would have seen.
+The data order of epoch e is a permutation drawn from ``(seed, e)`` alone (:mod:`.order`), and the
+resume state holds the global step, so a killed run continues with exactly the batches it would
+have seen.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,48 +20,66 @@ import torch
 from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader, Dataset
 
-from ..build import build_sam_from_config, build_training_criterion, build_wps_sam
+from ..build import build_denoiser, build_sam_from_config, build_training_criterion, build_wps_sam
 from ..cache import CacheContext, EmbeddingCache, default_cache_dir, sam_fingerprint
 from ..config import Config, config_to_dict, save_config
 from ..data.cached import CachedEmbeddingDataset, cache_dataset, collate_cached
 from ..data.checks import triaged_split
+from ..data.coco import PartDataIndex, find_annotation_file
 from ..data.datasets import PartSegmentationDataset, collate_parts
 from ..data.transforms import SamTransform
 from ..errors import CheckpointError, DataError, TrainingError
 from ..modeling.wps_sam import WPSSAM
 from ..sam.encoder import EncoderRunner
 from . import run_dir
+from .device import resolve_device
 from .distributed import all_reduce_mean, init_distributed, wrap_prompter
-from .loop import train_step
+from .loop import image_embeddings, move_batch, train_step
+from .order import epoch_batches
 from .schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return device
-
-
-def epoch_order(num_items: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled order of epoch ``epoch``: a function of (seed, epoch) only."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(num_items, generator=generator).tolist()
-
-
-def _batches(order: list[int], batch_size: int, start_batch: int) -> list[list[int]]:
-    return [order[i : i + batch_size] for i in range(start_batch * batch_size, len(order), batch_size)]
+# Training embeddings that fix the prompter's input standardisation (recipes with standardize_input).
+STATS_IMAGES = 512
 
 
 def split_exists(root: str | Path, split: str) -> bool:
-    root = Path(root)
-    return (root / "annotations" / split / f"{split}.json").is_file() or (
-        root / "annotations" / f"{split}.json"
-    ).is_file()
+    try:
+        find_annotation_file(Path(root), split)
+    except DataError:
+        return False
+    return True
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds."""
+
+    cfg: Config
+    out: Path
+    rank: int
+    world_size: int
+    device: torch.device
+    class_names: list[str]
+    val_index: PartDataIndex | None
+    model: WPSSAM
+    criterion: Any
+    denoiser: Any
+    train_set: Dataset
+    collate: Callable
+    cache: EmbeddingCache | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps_per_epoch: int
+    total_steps: int
+    sam_sha256: str
+    prompter: torch.nn.Module
+    global_step: int = 0
+
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
@@ -71,15 +91,54 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     """
     from tqdm import tqdm
 
-    from ..evaluation.evaluator import evaluate
+    run = _prepare(cfg, Path(out), resume, progress)
+    run.model.train()
+    bar = tqdm(
+        total=run.total_steps,
+        initial=run.global_step,
+        disable=not (progress and run.main_process),
+        desc="train",
+        dynamic_ncols=True,
+    )
+    meter: dict[str, float] = {}
+    started = time.time()
+    while run.global_step < run.total_steps:
+        epoch, position = divmod(run.global_step, run.steps_per_epoch)
+        for batch in _epoch_loader(run, epoch, position):
+            stats = _step(run, batch)
+            for k, v in stats.items():
+                meter[k] = v if k not in meter else 0.9 * meter[k] + 0.1 * v
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{meter['loss']:.3f}", recall=f"{meter.get('match_recall', 0.0):.3f}", epoch=epoch
+            )
+            if run.main_process and (
+                run.global_step % cfg.train.log_every == 0 or run.global_step == run.total_steps
+            ):
+                record = {"step": run.global_step, "epoch": epoch, "lr": run.scheduler.get_last_lr()[0]}
+                run_dir.append_metrics(
+                    run.out, record | stats | {"elapsed_s": round(time.time() - started, 2)}
+                )
+            if run.global_step % cfg.train.save_every == 0:
+                _save_state(run)
+            if run.global_step >= run.total_steps:
+                break
+        if run.global_step % run.steps_per_epoch == 0 or run.global_step >= run.total_steps:
+            _save_state(run)
+            _validate(run, epoch, bar)
+    bar.close()
+    _save_state(run)
+    if run.cache is not None:
+        run.cache.release()
+    return run.out
 
+
+def _prepare(cfg: Config, out: Path, resume: bool, progress: bool) -> _Run:
+    """Data, model, optimiser and schedule of a run; the resume state loaded, or the run folder begun."""
     rank, world_size, local_rank = init_distributed()
-    main_process = rank == 0
-    out = Path(out)
     if not resume and (out / run_dir.WEIGHTS_FILE).exists():
         raise DataError(f"{out} already holds a trained run: choose another --out, or pass --resume")
     state = run_dir.load_resume_state(out) if resume else None
-
     torch.manual_seed(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     if device.type == "cuda" and world_size > 1:
@@ -89,7 +148,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         raise DataError(f"{cfg.data.root}: split '{cfg.data.train_split}' has no usable image")
     class_names = index.class_names
     val_index = None
-    if cfg.train.validate and main_process and split_exists(cfg.data.root, cfg.data.val_split):
+    if cfg.train.validate and rank == 0 and split_exists(cfg.data.root, cfg.data.val_split):
         val_index = triaged_split(cfg.data.root, cfg.data.val_split, class_names, strict=cfg.data.strict)
 
     sam = build_sam_from_config(cfg)
@@ -97,17 +156,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if sam_sha256 != "random":
         cfg = dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, sha256=sam_sha256))
     model = build_wps_sam(cfg, len(class_names), sam).to(device)
-    criterion = build_training_criterion(cfg, len(class_names))
     dataset = PartSegmentationDataset(
         index, SamTransform(sam.image_encoder.img_size), cfg.data.supervision, cfg.data.point_mode
     )
-    train_set, collate, cache = _embedding_source(model, sam, dataset, cfg, device, progress and main_process)
-
-    batch_size = cfg.train.batch_size
-    steps_per_epoch = math.ceil(len(dataset) / batch_size) // world_size
+    train_set, collate, cache = _embedding_source(model, sam, dataset, cfg, device, progress and rank == 0)
+    steps_per_epoch = math.ceil(len(dataset) / cfg.train.batch_size) // world_size
     if steps_per_epoch == 0:
         raise DataError(
-            f"{len(dataset)} images make fewer batches of {batch_size} than the "
+            f"{len(dataset)} images make fewer batches of {cfg.train.batch_size} than the "
             f"{world_size} processes: lower --batch-size"
         )
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
@@ -115,133 +171,135 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         model.prompter.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
     )
     scheduler = warmup_cosine(optimizer, cfg.train.warmup_steps, total_steps, cfg.train.min_lr_ratio)
-    global_step = 0
+    run = _Run(
+        cfg, out, rank, world_size, device, class_names, val_index, model,
+        build_training_criterion(cfg, len(class_names)), build_denoiser(cfg, len(class_names)),
+        train_set, collate, cache, optimizer, scheduler, steps_per_epoch, total_steps, sam_sha256,
+        model.prompter,
+    )  # fmt: skip
     if state is not None:
-        _check_resumable(state, cfg, class_names, out)
-        model.prompter.load_state_dict(state["prompter"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        global_step = int(state["global_step"])
-        logger.info("resuming %s at step %d of %d", out, global_step, total_steps)
-    elif main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / run_dir.CONFIG_FILE)
-    prompter = wrap_prompter(model, device) if world_size > 1 else model.prompter
+        _restore(run, state)
+    else:
+        if model.prompter.standardizes_input:
+            model.prompter.set_input_stats(*_input_stats(run))
+        if run.main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / run_dir.CONFIG_FILE)
+    if world_size > 1:
+        run.prompter = wrap_prompter(model, device)
+    return run
 
-    def save_state() -> None:
-        # Never overwrite the last good state with a broken one: an overflowing update can write inf
-        # into the weights while the loss of that step was still finite. (Every rank checks: DDP keeps
-        # the weights identical, so all stop together.)
-        if not all(torch.isfinite(p).all() for p in model.prompter.parameters()):
-            raise TrainingError(
-                f"the prompter's weights are not finite at step {global_step}: stopping; the last saved "
-                f"state in {out} is kept. Lower --lr or set train.grad_clip, then --resume."
-            )
-        if not main_process:
-            return
-        run_dir.save_weights(out, model.prompter, class_names, cfg, sam_sha256)
-        snapshot: dict[str, Any] = {
-            "prompter": model.prompter.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "global_step": global_step,
-            "config": config_to_dict(cfg),
-            "class_names": class_names,
-        }
-        if device.type == "cuda":
-            snapshot["rng_cuda"] = torch.cuda.get_rng_state(device)
-        run_dir.save_resume_state(out, snapshot)
 
-    model.train()
-    bar = tqdm(
-        total=total_steps,
-        initial=global_step,
-        disable=not (progress and main_process),
-        desc="train",
-        dynamic_ncols=True,
+def _restore(run: _Run, state: dict[str, Any]) -> None:
+    _check_resumable(state, run.cfg, run.class_names, run.out)
+    run.model.prompter.load_state_dict(state["prompter"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if run.device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"], run.device)
+    run.global_step = int(state["global_step"])
+    logger.info("resuming %s at step %d of %d", run.out, run.global_step, run.total_steps)
+
+
+@torch.no_grad()
+def _input_stats(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std [C] of the first :data:`STATS_IMAGES` training embeddings."""
+    count = min(STATS_IMAGES, len(run.train_set))
+    loader = DataLoader(
+        run.train_set,
+        batch_size=32,
+        sampler=range(count),
+        collate_fn=run.collate,
+        generator=torch.Generator(),
     )
-    meter: dict[str, float] = {}
-    started = time.time()
-    while global_step < total_steps:
-        epoch, position = divmod(global_step, steps_per_epoch)
-        batches = _batches(epoch_order(len(dataset), cfg.train.seed, epoch), batch_size, 0)
-        batches = batches[rank::world_size][:steps_per_epoch][position:]
-        # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG,
-        # so a resumed run (one more loader) would see other dropout masks than an uninterrupted one.
-        loader_rng = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch)
-        loader = DataLoader(
-            train_set,
-            batch_sampler=batches,
-            collate_fn=collate,
-            generator=loader_rng,
-            num_workers=cfg.data.num_workers,
-            pin_memory=device.type == "cuda",
+    total, total_sq, cells = 0.0, 0.0, 0
+    for batch in loader:
+        if run.cache is not None and "embeddings" not in batch:
+            batch["embeddings"] = run.cache.get(batch["keys"], device=run.device)
+        emb = image_embeddings(
+            run.model, move_batch(batch, run.device), run.device, run.cfg.train.amp
+        ).double()
+        total = total + emb.sum((0, 2, 3))
+        total_sq = total_sq + (emb**2).sum((0, 2, 3))
+        cells += emb.shape[0] * emb.shape[2] * emb.shape[3]
+    mean = total / cells
+    std = (total_sq / cells - mean**2).clamp_min(0).sqrt()
+    return mean.float(), std.float()
+
+
+def _epoch_loader(run: _Run, epoch: int, position: int) -> DataLoader:
+    batches = epoch_batches(len(run.train_set), run.cfg.train.batch_size, run.cfg.train.seed, epoch)
+    batches = batches[run.rank :: run.world_size][: run.steps_per_epoch][position:]
+    # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG,
+    # so a resumed run (one more loader) would see other dropout masks than an uninterrupted one.
+    return DataLoader(
+        run.train_set,
+        batch_sampler=batches,
+        collate_fn=run.collate,
+        generator=torch.Generator().manual_seed(run.cfg.train.seed * 1_000_003 + epoch),
+        num_workers=run.cfg.data.num_workers,
+        pin_memory=run.device.type == "cuda",
+    )
+
+
+def _step(run: _Run, batch: dict[str, Any]) -> dict[str, float]:
+    if run.cache is not None and "embeddings" not in batch:
+        batch["embeddings"] = run.cache.get(batch["keys"], device=run.device)
+    cfg = run.cfg
+    stats = train_step(
+        run.model, run.criterion, batch, run.optimizer, run.scheduler, run.device,
+        amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, prompter=run.prompter, denoiser=run.denoiser,
+    )  # fmt: skip
+    if run.world_size > 1:
+        stats = all_reduce_mean(stats)
+    run.global_step += 1
+    return stats
+
+
+def _save_state(run: _Run) -> None:
+    # Never overwrite the last good state with a broken one: an overflowing update can write inf
+    # into the weights while the loss of that step was still finite. (Every rank checks: DDP keeps
+    # the weights identical, so all stop together.)
+    prompter = run.model.prompter
+    if not all(torch.isfinite(p).all() for p in prompter.parameters()):
+        raise TrainingError(
+            f"the prompter's weights are not finite at step {run.global_step}: stopping; the last saved "
+            f"state in {run.out} is kept. Lower --lr or set train.grad_clip, then --resume."
         )
-        for batch in loader:
-            if cache is not None and "embeddings" not in batch:
-                batch["embeddings"] = cache.get(batch["keys"], device=device)
-            stats = train_step(
-                model,
-                criterion,
-                batch,
-                optimizer,
-                scheduler,
-                device,
-                amp=cfg.train.amp,
-                grad_clip=cfg.train.grad_clip,
-                prompter=prompter,
-            )
-            if world_size > 1:
-                stats = all_reduce_mean(stats)
-            global_step += 1
-            for k, v in stats.items():
-                meter[k] = v if k not in meter else 0.9 * meter[k] + 0.1 * v
-            bar.update(1)
-            bar.set_postfix(
-                ce=f"{meter['loss_ce']:.3f}",
-                tok=f"{meter['loss_token']:.4f}",
-                acc=f"{meter.get('class_acc', 0.0):.3f}",
-                epoch=epoch,
-            )
-            if main_process and (global_step % cfg.train.log_every == 0 or global_step == total_steps):
-                run_dir.append_metrics(
-                    out,
-                    {
-                        "step": global_step,
-                        "epoch": epoch,
-                        "lr": scheduler.get_last_lr()[0],
-                        **stats,
-                        "elapsed_s": round(time.time() - started, 2),
-                    },
-                )
-            if global_step % cfg.train.save_every == 0:
-                save_state()
-            if global_step >= total_steps:
-                break
-        epoch_done = global_step % steps_per_epoch == 0 or global_step >= total_steps
-        if epoch_done:
-            save_state()
-            if val_index is not None and val_index.has_masks:
-                model.eval()
-                metrics = evaluate(model, val_index, cfg, device, progress=False)
-                model.train()
-                record = {
-                    "step": global_step,
-                    "epoch": epoch,
-                    "val_miou": metrics["miou"],
-                    "val_macc": metrics["macc"],
-                }
-                run_dir.append_metrics(out, record)
-                bar.write(f"epoch {epoch}: val mIoU {metrics['miou']:.4f}  mACC {metrics['macc']:.4f}")
-    bar.close()
-    save_state()
-    if cache is not None:
-        cache.release()
-    return out
+    if not run.main_process:
+        return
+    run_dir.save_weights(run.out, prompter, run.class_names, run.cfg, run.sam_sha256)
+    snapshot: dict[str, Any] = {
+        "prompter": prompter.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "global_step": run.global_step,
+        "config": config_to_dict(run.cfg),
+        "class_names": run.class_names,
+    }
+    if run.device.type == "cuda":
+        snapshot["rng_cuda"] = torch.cuda.get_rng_state(run.device)
+    run_dir.save_resume_state(run.out, snapshot)
+
+
+def _validate(run: _Run, epoch: int, bar: Any) -> None:
+    from ..evaluation.evaluator import evaluate
+
+    if run.val_index is None or not run.val_index.has_masks:
+        return
+    run.model.eval()
+    metrics = evaluate(run.model, run.val_index, run.cfg, run.device, progress=False)
+    run.model.train()
+    record = {
+        "step": run.global_step,
+        "epoch": epoch,
+        "val_miou": metrics["miou"],
+        "val_macc": metrics["macc"],
+    }
+    run_dir.append_metrics(run.out, record)
+    bar.write(f"epoch {epoch}: val mIoU {metrics['miou']:.4f}  mACC {metrics['macc']:.4f}")
 
 
 def _embedding_source(

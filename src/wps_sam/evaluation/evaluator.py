@@ -60,7 +60,7 @@ def evaluate(
     for batch in tqdm(loader, desc=f"eval {index.split}", disable=not progress, dynamic_ncols=True):
         with autocast(device, cfg.train.amp):
             embeddings = model.embed(batch["images"].to(device)).float()
-        predictions = model.predict(embeddings, cfg.inference.score_threshold)
+        predictions = model.predict(embeddings, cfg.inference.score_threshold, cfg.inference.multimask)
         for pred, target in zip(predictions, batch["targets"]):
             height, width = target["original_size"]
             entry = index.images[target["index"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou
 
 
 class HungarianMatcher(nn.Module):
@@ -13,23 +14,38 @@ class HungarianMatcher(nn.Module):
     The cost of giving part j to query i is::
 
         cost_class * (-p_i[label_j]) + cost_token * || tokens_i - teacher_tokens_j ||_2
+            [+ cost_geom * || geometry_i - geometry_j ||_1 - cost_giou * GIoU(box_i, box_j)]
 
     where ``p_i`` is the softmax of query i's logits and the token distance is the Euclidean distance
     between the flattened [T * D] student tokens and the teacher tokens that SAM's frozen prompt
     encoder made from part j's box or point. Each part goes to at most one query; if N > Q only Q
     parts are matched. Unmatched queries are trained towards "no part" by the criterion.
 
+    The bracketed geometry terms (DETR's L1 and GIoU costs) count when the queries predict geometry
+    (``pred_geometry``, normalised; GIoU for boxes only).
+
     Args:
         cost_class: weight of the classification cost (WPS-SAM: 10).
         cost_token: weight of the token distance (WPS-SAM: 1).
+        cost_geom: weight of the L1 distance of normalised geometry (DETR: 5).
+        cost_giou: weight of the negative generalized IoU of boxes (DETR: 2).
     """
 
-    def __init__(self, cost_class: float = 10.0, cost_token: float = 1.0) -> None:
+    def __init__(
+        self,
+        cost_class: float = 10.0,
+        cost_token: float = 1.0,
+        cost_geom: float = 0.0,
+        cost_giou: float = 0.0,
+    ) -> None:
         super().__init__()
-        if cost_class < 0 or cost_token < 0 or cost_class == cost_token == 0:
-            raise ValueError(f"costs must be >= 0 and not both 0, got {cost_class} and {cost_token}")
+        costs = (cost_class, cost_token, cost_geom, cost_giou)
+        if min(costs) < 0 or cost_class == cost_token == 0:
+            raise ValueError(f"costs must be >= 0 and class and token not both 0, got {costs}")
         self.cost_class = cost_class
         self.cost_token = cost_token
+        self.cost_geom = cost_geom
+        self.cost_giou = cost_giou
 
     @torch.no_grad()
     def forward(
@@ -79,6 +95,8 @@ class HungarianMatcher(nn.Module):
             class_cost = -prob[:, tgt_ids]  # [B*Q, sum N]
             token_cost = torch.cdist(out_tokens, tgt_tokens)  # [B*Q, sum N]
             cost = self.cost_class * class_cost + self.cost_token * token_cost
+            if "pred_geometry" in outputs and (self.cost_geom or self.cost_giou):
+                cost = cost + self._geometry_cost(outputs["pred_geometry"], targets, sizes)
 
         cost = cost.view(batch, num_queries, -1).cpu()
         if not torch.isfinite(cost).all():
@@ -90,3 +108,13 @@ class HungarianMatcher(nn.Module):
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )
         return indices
+
+    def _geometry_cost(self, pred: Tensor, targets: list[dict[str, Tensor]], sizes: list[int]) -> Tensor:
+        """[B*Q, sum N]: ``cost_geom`` x L1 distance, minus ``cost_giou`` x GIoU for boxes."""
+        out = pred.flatten(0, 1).float()  # [B*Q, G]
+        tgt = torch.cat([t["geometry"] for t, n in zip(targets, sizes) if n]).to(out.device).float()
+        cost = self.cost_geom * torch.cdist(out, tgt, p=1)
+        if out.shape[-1] == 4 and self.cost_giou:
+            giou = generalized_box_iou(box_convert(out, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
+            cost = cost - self.cost_giou * giou
+        return cost

@@ -9,6 +9,11 @@ the tokens its prompt encoder would make from a box or a point.
 Parameter names follow the official ones where the structure is the same, so an official
 checkpoint remaps by prefix: ``conv_layers.`` -> ``neck.``, ``prompter.`` -> ``transformer.``,
 ``coords_embed.`` -> ``token_embed.`` (``pos_embed``, ``query_embed``, ``class_embed`` unchanged).
+
+The faster recipes switch on remedies for DETR's slow convergence (:class:`~.queries.QueryRecipe`):
+per-layer outputs for auxiliary losses, per-query geometry refined layer by layer, two-stage query
+selection (:mod:`.proposals`), query groups and denoising queries; with every switch off the
+computation is the paper's, operation for operation.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from .geometry import GEOMETRY_DIMS, inverse_sigmoid, sine_embedding
+from .proposals import EncoderProposals
+from .queries import DenoisingQueries, QueryRecipe, group_attention_mask
 from .transformer import Transformer
 
 if TYPE_CHECKING:
@@ -77,6 +85,7 @@ class Prompter(nn.Module):
         token_dim: width of each prompt token (SAM's prompt embedding width, 256).
         num_downsample: stride-2 convolutions (3x3, LayerNorm2d, GELU) before the transformer;
             ``None`` for as many as bring the grid to at most 16x16.
+        recipe: the convergence remedies switched on (default: none, the paper's prompter).
     """
 
     def __init__(
@@ -95,6 +104,7 @@ class Prompter(nn.Module):
         num_tokens: int = 2,
         token_dim: int = SAM_EMBED_DIM,
         num_downsample: int | None = None,
+        recipe: QueryRecipe = QueryRecipe(),
     ) -> None:
         super().__init__()
         if num_classes < 1 or num_queries < 1 or num_tokens < 1:
@@ -143,24 +153,116 @@ class Prompter(nn.Module):
         # Learned, as in the official code (DETR's sine embedding would also do).
         self.pos_embed = nn.Parameter(torch.zeros(1, hidden_dim, *grid))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        if not recipe.uses_anchors:  # the paper's learned query positions (one set per group)
+            self.query_embed = nn.Embedding(num_queries * recipe.groups, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
-        self.token_embed = nn.Sequential(
-            nn.Linear(hidden_dim, 2 * hidden_dim),
-            nn.GELU(),
-            nn.Linear(2 * hidden_dim, num_tokens * token_dim),
-        )
+        if recipe.geometry is None:  # the paper's token head
+            self.token_embed = nn.Sequential(
+                nn.Linear(hidden_dim, 2 * hidden_dim),
+                nn.GELU(),
+                nn.Linear(2 * hidden_dim, num_tokens * token_dim),
+            )
+        self.recipe = recipe
+        self._build_recipe(recipe, hidden_dim, num_classes, num_tokens * token_dim, dec_layers)
 
-    def forward(self, image_embeddings: Tensor) -> dict[str, Tensor]:
-        """Predict classes and prompt tokens for every query.
+    def _build_recipe(
+        self, recipe: QueryRecipe, hidden_dim: int, num_classes: int, token_values: int, dec_layers: int
+    ) -> None:
+        """The modules of the switches that are on (none for the paper's prompter)."""
+        kind = recipe.geometry or "box"  # two-stage proposals without a geometry head propose boxes
+        dims = GEOMETRY_DIMS[kind]
+        if recipe.standardize_input:
+            self.register_buffer("input_mean", torch.zeros(1, self.embed_dim, 1, 1))
+            self.register_buffer("input_std", torch.ones(1, self.embed_dim, 1, 1))
+        if recipe.uses_anchors:
+            # A query's position is the sine embedding of its anchor; its content starts learned.
+            self.anchor_pos = nn.Sequential(
+                nn.Linear(dims * hidden_dim // 2, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim)
+            )
+            self.query_content = nn.Embedding(self.num_queries * recipe.groups, hidden_dim)
+        if recipe.geometry is not None and not recipe.two_stage:
+            # Learned anchors, spread over the frame (uniform centres; boxes a fifth of the side).
+            anchors = torch.rand(self.num_queries * recipe.groups, dims)
+            if dims == 4:
+                anchors[:, 2:] = 0.2
+            self.query_anchor = nn.Parameter(inverse_sigmoid(anchors))
+        if recipe.two_stage:
+            self.proposals = EncoderProposals(hidden_dim, num_classes, kind, self.grid_size)
+        if recipe.geometry is not None:
+            # One refinement head per decoder layer; the tokens' residual over SAM's own tokens
+            # starts at zero, so a query's tokens start as SAM's tokens of its geometry.
+            self.geometry_embed = nn.ModuleList(
+                nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, dims))
+                for _ in range(dec_layers)
+            )
+            for head in self.geometry_embed:
+                nn.init.zeros_(head[-1].weight)
+                nn.init.zeros_(head[-1].bias)
+            self.token_residual = nn.Sequential(
+                nn.Linear(hidden_dim, 2 * hidden_dim), nn.GELU(), nn.Linear(2 * hidden_dim, token_values)
+            )
+            nn.init.zeros_(self.token_residual[-1].weight)
+            nn.init.zeros_(self.token_residual[-1].bias)
+        if recipe.denoising:
+            self.dn_label_embed = nn.Embedding(num_classes, hidden_dim)
+            self.dn_token_proj = nn.Linear(token_values, hidden_dim)
+
+    @property
+    def standardizes_input(self) -> bool:
+        return self.recipe.standardize_input
+
+    @torch.no_grad()
+    def set_input_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Per-channel mean and std [embed_dim] of the training embeddings (``standardize_input``)."""
+        if not self.recipe.standardize_input:
+            raise ValueError("set_input_stats: the prompter was built without standardize_input")
+        self.input_mean.copy_(mean.reshape(1, -1, 1, 1))
+        self.input_std.copy_(std.reshape(1, -1, 1, 1).clamp_min(1e-6))
+
+    def forward(self, image_embeddings: Tensor, denoising: DenoisingQueries | None = None) -> dict:
+        """Predict classes and prompt tokens (or geometry) for every query.
 
         Args:
             image_embeddings: SAM's image embedding [B, embed_dim, H, W] with (H, W) == ``embed_size``.
+            denoising: noised ground truth for denoising queries (training with ``recipe.denoising``).
 
         Returns:
-            ``{"pred_logits": [B, Q, C + 1], "pred_tokens": [B, Q, T, token_dim]}``; index C of the
-            logits is "no part".
+            The last decoder layer's outputs for the Q queries (Q x groups in training):
+            ``"pred_logits"`` [B, Q, C + 1] (index C is "no part") and either ``"pred_tokens"``
+            [B, Q, T, token_dim] (the paper's token head) or ``"pred_geometry"`` [B, Q, G] with
+            ``"pred_token_residual"`` [B, Q, T, token_dim] (``recipe.geometry``: the tokens are SAM's
+            tokens of that geometry plus the residual; :meth:`WPSSAM.complete_tokens` adds them).
+            With the recipe's switches also ``"aux_outputs"`` (the earlier layers, same keys),
+            ``"enc_outputs"`` (two-stage proposals: ``"pred_logits"`` [B, HW, C + 1],
+            ``"pred_geometry"`` [B, HW, G], the cells' ``"anchors"`` and the ``"grid"``) and ``"dn_outputs"`` (the denoising queries, same keys,
+            with their own ``"aux_outputs"``).
         """
+        self._check_input(image_embeddings)
+        recipe = self.recipe
+        x = image_embeddings
+        if recipe.standardize_input:
+            x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+        memory, pos = self.transformer.encode(self.neck(x), self.pos_embed)  # [B, HW, D]
+        groups = recipe.groups if self.training else 1
+        queries, out = self._matching_queries(memory, groups)
+        sizes = [self.num_queries] * groups
+        if denoising is not None:
+            if not recipe.denoising:
+                raise ValueError("denoising queries given to a prompter built without recipe.denoising")
+            dn = self._denoising_queries(denoising)
+            queries = {k: torch.cat([queries[k], dn[k]], dim=1) for k in queries}
+            sizes += [denoising.per_group] * denoising.groups
+        mask = group_attention_mask(sizes, memory.device) if len(sizes) > 1 else None
+        layers = self._decode(memory, pos, queries, mask)
+        matching = self.num_queries * groups
+        out |= self._outputs([{k: v[:, :matching] for k, v in layer.items()} for layer in layers])
+        if denoising is not None:
+            out["dn_outputs"] = self._outputs(
+                [{k: v[:, matching:] for k, v in layer.items()} for layer in layers]
+            )
+        return out
+
+    def _check_input(self, image_embeddings: Tensor) -> None:
         if image_embeddings.dim() != 4 or image_embeddings.shape[1] != self.embed_dim:
             raise ValueError(
                 f"Prompter expects an image embedding [B, {self.embed_dim}, H, W], "
@@ -174,17 +276,88 @@ class Prompter(nn.Module):
                 f"downsampling) but got {size[0]}x{size[1]}; build it with embed_size={size} "
                 "for this SAM"
             )
-        src = self.neck(image_embeddings)  # [B, D, h, w]
-        hs = self.transformer(src, self.pos_embed, self.query_embed.weight)  # [B, Q, D]
-        tokens = self.token_embed(hs)
-        return {
-            "pred_logits": self.class_embed(hs),
-            "pred_tokens": tokens.view(*hs.shape[:2], self.num_tokens, self.token_dim),
-        }
+
+    def _matching_queries(self, memory: Tensor, groups: int) -> tuple[dict[str, Tensor], dict]:
+        """The matching queries' ``content`` [B, N, D] and ``pos`` [1, N, D] (learned) or ``anchor``
+        [B, N, G] (anchored recipes), and the two-stage proposals' outputs."""
+        b, n = memory.shape[0], self.num_queries * groups
+        if not self.recipe.uses_anchors:
+            content = torch.zeros(b, n, memory.shape[-1], dtype=memory.dtype, device=memory.device)
+            return {"content": content, "pos": self.query_embed.weight[:n][None].to(memory.dtype)}, {}
+        content = self.query_content.weight[:n][None].expand(b, -1, -1).to(memory.dtype)
+        if not self.recipe.two_stage:
+            return {"content": content, "anchor": self.query_anchor[:n].sigmoid()[None].expand(b, -1, -1)}, {}
+        logits, geometry = self.proposals(memory)
+        top = EncoderProposals.select(logits, self.num_queries)  # [B, Q]
+        anchor = geometry.gather(1, top[..., None].expand(-1, -1, geometry.shape[-1])).detach()
+        anchor = anchor.repeat(1, groups, 1)  # the groups share the proposals, not their content
+        enc = {"pred_logits": logits, "pred_geometry": geometry, "anchors": self.proposals.anchors}
+        enc = {"enc_outputs": enc | {"grid": self.grid_size}}
+        return {"content": content, "anchor": anchor}, enc
+
+    def _denoising_queries(self, dn: DenoisingQueries) -> dict[str, Tensor]:
+        """Denoising queries: content from the noised label and SAM's tokens of the noised geometry."""
+        tokens = self.dn_token_proj(dn.tokens.flatten(2).to(self.dn_token_proj.weight.dtype))
+        content = self.dn_label_embed(dn.labels) + tokens
+        if self.recipe.uses_anchors:
+            return {"content": content, "anchor": dn.geometry}
+        return {"content": torch.zeros_like(content), "pos": content}
+
+    def _decode(
+        self, memory: Tensor, pos: Tensor, queries: dict[str, Tensor], mask: Tensor | None
+    ) -> list[dict[str, Tensor]]:
+        """Run the decoder; per layer the normalised output ``hs`` [B, N, D] (and refined ``geometry``)."""
+        decoder = self.transformer.decoder
+        tgt, anchor = queries["content"], queries.get("anchor")
+        layers = []
+        for i, layer in enumerate(decoder.layers):
+            query_pos = (
+                queries["pos"]
+                if anchor is None
+                else self.anchor_pos(sine_embedding(anchor, self.transformer.d_model // 2).to(tgt.dtype))
+            )
+            tgt = layer(tgt, memory, pos, query_pos, mask)
+            hs = decoder.norm(tgt)
+            step = {"hs": hs}
+            if self.recipe.geometry is not None:
+                step["geometry"] = (inverse_sigmoid(anchor) + self.geometry_embed[i](hs).float()).sigmoid()
+                anchor = step["geometry"].detach()  # Deformable DETR: no gradient through the anchors
+            layers.append(step)
+        return layers
+
+    def _outputs(self, layers: list[dict[str, Tensor]]) -> dict:
+        """Heads on every layer's output; the last layer's are the outputs, the others ``aux_outputs``."""
+        heads = [self._heads(layer) for layer in layers]
+        out = heads[-1]
+        if self.recipe.aux_loss:
+            out["aux_outputs"] = heads[:-1]
+        return out
+
+    def _heads(self, layer: dict[str, Tensor]) -> dict[str, Tensor]:
+        hs = layer["hs"]
+        lead = hs.shape[:2]
+        out = {"pred_logits": self.class_embed(hs)}
+        if self.recipe.geometry is None:
+            out["pred_tokens"] = self.token_embed(hs).view(*lead, self.num_tokens, self.token_dim)
+        else:
+            out["pred_geometry"] = layer["geometry"]
+            out["pred_token_residual"] = self.token_residual(hs).view(*lead, self.num_tokens, self.token_dim)
+        return out
 
 
-def build_prompter(cfg: PrompterConfig, num_classes: int, embed_size: tuple[int, int]) -> Prompter:
-    """The prompter for ``num_classes`` part classes on a SAM whose image embedding is ``embed_size``."""
+def build_prompter(
+    cfg: PrompterConfig, num_classes: int, embed_size: tuple[int, int], supervision: str = "box"
+) -> Prompter:
+    """The prompter for ``num_classes`` part classes on a SAM whose image embedding is ``embed_size``;
+    its geometry head (when ``cfg.geometry_head``) predicts the geometry of ``supervision``."""
+    recipe = QueryRecipe(
+        aux_loss=cfg.aux_loss,
+        geometry=supervision if cfg.geometry_head else None,
+        two_stage=cfg.two_stage,
+        groups=cfg.groups,
+        denoising=cfg.dn_groups > 0,
+        standardize_input=cfg.standardize_input,
+    )
     return Prompter(
         num_classes=num_classes,
         embed_size=embed_size,
@@ -198,4 +371,5 @@ def build_prompter(cfg: PrompterConfig, num_classes: int, embed_size: tuple[int,
         pre_norm=cfg.pre_norm,
         num_tokens=cfg.num_tokens,
         num_downsample=cfg.num_downsample,
+        recipe=recipe,
     )

@@ -8,7 +8,9 @@ WPS-SAM prompter, which is DETR's transformer), with two changes:
   are laid out as ``nn.MultiheadAttention``'s (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), so
   DETR-style state dicts load unchanged.
 
-There is no padding mask: the prompter always sees a full, fixed-size grid.
+There is no padding mask: the prompter always sees a full, fixed-size grid. The decoder's query
+self-attention takes an optional mask (which queries may attend to which): denoising queries and the
+query groups of one-to-many training see only their own group.
 """
 
 from __future__ import annotations
@@ -42,14 +44,20 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        """query [B, Nq, D], key and value [B, Nk, D] -> [B, Nq, D]."""
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """query [B, Nq, D], key and value [B, Nk, D] -> [B, Nq, D].
+
+        ``attn_mask``: bool [Nq, Nk], True where a query may attend to a key (every query row must
+        allow at least one key).
+        """
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
         q = self._split_heads(F.linear(query, w_q, b_q))
         k = self._split_heads(F.linear(key, w_k, b_k))
         v = self._split_heads(F.linear(value, w_v, b_v))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         batch, _, num_queries, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, num_queries, self.embed_dim))
 
@@ -118,17 +126,27 @@ class TransformerDecoderLayer(nn.Module):
     def _ffn(self, x: Tensor) -> Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
-    def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
-        """tgt [B, Q, D], memory [B, HW, D], pos [B or 1, HW, D], query_pos [B or 1, Q, D] -> [B, Q, D]."""
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        pos: Tensor,
+        query_pos: Tensor,
+        self_attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        """tgt [B, Q, D], memory [B, HW, D], pos [B or 1, HW, D], query_pos [B or 1, Q, D] -> [B, Q, D].
+
+        ``self_attn_mask``: bool [Q, Q], which queries each query may attend to (all when None).
+        """
         if self.normalize_before:
             tgt2 = self.norm1(tgt)
             q = k = tgt2 + query_pos
-            tgt = tgt + self.dropout1(self.self_attn(q, k, tgt2))
+            tgt = tgt + self.dropout1(self.self_attn(q, k, tgt2, self_attn_mask))
             tgt2 = self.norm2(tgt)
             tgt = tgt + self.dropout2(self.multihead_attn(tgt2 + query_pos, memory + pos, memory))
             return tgt + self.dropout3(self._ffn(self.norm3(tgt)))
         q = k = tgt + query_pos
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt)))
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, self_attn_mask)))
         tgt = self.norm2(tgt + self.dropout2(self.multihead_attn(tgt + query_pos, memory + pos, memory)))
         return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
 
@@ -219,6 +237,13 @@ class Transformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
+    def encode(self, src: Tensor, pos_embed: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder's memory [B, HW, D] of a grid ``src`` [B, D, H, W], and the grid's positions
+        [B or 1, HW, D] flattened alike (``pos_embed`` [B or 1, D, H, W])."""
+        memory = src.flatten(2).transpose(1, 2)
+        pos = pos_embed.flatten(2).transpose(1, 2).to(memory.dtype)
+        return self.encoder(memory, pos), pos
+
     def forward(self, src: Tensor, pos_embed: Tensor, query_embed: Tensor) -> Tensor:
         """Decode ``Q`` queries from a feature grid.
 
@@ -231,10 +256,8 @@ class Transformer(nn.Module):
             The last decoder layer's output after the final LayerNorm, [B, Q, D];
             [L, B, Q, D] with ``return_intermediate``.
         """
-        memory = src.flatten(2).transpose(1, 2)  # [B, HW, D]
-        pos = pos_embed.flatten(2).transpose(1, 2).to(memory.dtype)  # [B or 1, HW, D]
+        memory, pos = self.encode(src, pos_embed)
         query_pos = query_embed.unsqueeze(0).to(memory.dtype)  # [1, Q, D]
-        memory = self.encoder(memory, pos)
         tgt = torch.zeros(src.shape[0], *query_embed.shape, dtype=memory.dtype, device=memory.device)
         return self.decoder(tgt, memory, pos, query_pos)
 

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from ..postprocess import select_queries
 from ..sam.decoder import PromptMaskDecoder
 from ..sam.teacher import TeacherTokens
+from .dense_prompter import DensePrompter
+from .geometry import to_pixels
 from .prompter import Prompter
 
 
@@ -32,7 +34,7 @@ class WPSSAM(nn.Module):
     def __init__(
         self,
         image_encoder: nn.Module,
-        prompter: Prompter,
+        prompter: Prompter | DensePrompter,
         teacher: TeacherTokens,
         decoder: PromptMaskDecoder,
         supervision: str = "box",
@@ -73,9 +75,31 @@ class WPSSAM(nn.Module):
         """[B,3,S,S] normalised, padded images -> [B,256,h,w] SAM image embeddings."""
         return self.image_encoder(images)
 
-    def forward(self, image_embeddings: Tensor) -> dict[str, Tensor]:
-        """[B,256,h,w] -> ``{"pred_logits": [B,Q,C+1], "pred_tokens": [B,Q,T,256]}``."""
-        return self.prompter(image_embeddings)
+    @property
+    def image_size(self) -> int:
+        """S, the side of SAM's square input frame (the frame of every box, point and geometry)."""
+        return int(self.teacher.prompt_encoder.input_image_size[0])
+
+    def forward(self, image_embeddings: Tensor) -> dict:
+        """[B,256,h,w] -> ``{"pred_logits": [B,Q,C+1], "pred_tokens": [B,Q,T,256], ...}``."""
+        return self.complete_tokens(self.prompter(image_embeddings))
+
+    def complete_tokens(self, outputs: dict) -> dict:
+        """Give every output that predicts geometry its ``pred_tokens``: SAM's frozen prompt encoder's
+        tokens of the geometry (differentiable in the geometry) plus the prompter's residual if it has
+        one (the dense prompter has none). Nested
+        outputs (``aux_outputs``, ``dn_outputs``) are completed too; ``outputs`` is updated in place."""
+        if "pred_geometry" in outputs and "pred_tokens" not in outputs:
+            pixels = to_pixels(outputs["pred_geometry"].float(), self.supervision, self.image_size)
+            tokens = self.teacher.encode(**{"boxes" if self.supervision == "box" else "points": pixels})
+            if "pred_token_residual" in outputs:
+                tokens = tokens + outputs["pred_token_residual"].float()
+            outputs["pred_tokens"] = tokens
+        for aux in outputs.get("aux_outputs", []):
+            self.complete_tokens(aux)
+        if "dn_outputs" in outputs:
+            self.complete_tokens(outputs["dn_outputs"])
+        return outputs
 
     @torch.no_grad()
     def teacher_tokens(self, targets: list[dict[str, Tensor]]) -> list[Tensor]:
@@ -87,14 +111,18 @@ class WPSSAM(nn.Module):
         return list(tokens.split(counts))
 
     @torch.no_grad()
-    def predict(self, image_embeddings: Tensor, score_threshold: float = 0.0) -> list[PartPrediction]:
+    def predict(
+        self, image_embeddings: Tensor, score_threshold: float = 0.0, multimask: bool = False
+    ) -> list[PartPrediction]:
         """Kept queries and their SAM masks for each image of the batch.
 
         Queries whose argmax class is not "no part" (and whose probability reaches
         ``score_threshold``) are kept, as in the official inference; only kept queries are decoded,
-        all of the batch in one call.
+        all of the batch in one call. ``multimask``: decode SAM's three ambiguity-aware masks and keep
+        the one SAM's IoU head rates best (what SAM advises for a single click) instead of its
+        single-mask output (the official inference).
         """
-        outputs = self.prompter(image_embeddings)
+        outputs = self(image_embeddings)
         kept = [select_queries(logits, score_threshold) for logits in outputs["pred_logits"]]
         tokens = outputs["pred_tokens"]
         batch_size, _, num_tokens, dim = tokens.shape
@@ -104,9 +132,13 @@ class WPSSAM(nn.Module):
         for b, (idx, _, _) in enumerate(kept):
             index[b, : len(idx)] = idx
         gathered = tokens.gather(1, index[:, :, None, None].expand(-1, -1, num_tokens, dim))
-        mask_logits, _ = self.decoder(image_embeddings, gathered)  # [B, K_max, 4h, 4w]
+        mask_logits, iou_pred = self.decoder(image_embeddings, gathered, multimask_output=multimask)
+        if multimask:  # [B, K_max, 3, 4h, 4w] -> the best-rated of the three
+            best = iou_pred.argmax(-1)[..., None, None, None].expand(-1, -1, 1, *mask_logits.shape[-2:])
+            mask_logits = mask_logits.gather(2, best)[:, :, 0]  # [B, K_max, 4h, 4w]
         return [
-            PartPrediction(labels=labels, scores=scores, mask_logits=mask_logits[b, : len(idx)].float(),
-                           query_idx=idx)
+            PartPrediction(
+                labels=labels, scores=scores, mask_logits=mask_logits[b, : len(idx)].float(), query_idx=idx
+            )
             for b, (idx, labels, scores) in enumerate(kept)
         ]

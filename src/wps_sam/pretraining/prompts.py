@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
+
+from ..data.targets import interior_point as weak_interior_point
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,9 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
 
 
 def interior_point(mask: np.ndarray) -> np.ndarray:
-    """The pixel of a bool mask [H, W] farthest from its outline, (X, Y): a click in its middle."""
-    dist = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(dist.argmax(), dist.shape)
-    return np.array([x, y], np.float32)
+    """The pixel of a bool mask [H, W] farthest from its outline, as a pixel index (X, Y): a click in
+    its middle (the weak point of :mod:`wps_sam.data.targets`, whose frame is pixel centres)."""
+    return weak_interior_point(mask) - np.float32(0.5)
 
 
 def sample_prompts(

@@ -14,7 +14,6 @@ use it unchanged.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import Tensor, nn

@@ -49,11 +49,19 @@ class TeacherTokens(nn.Module):
             tokens; for a point, its foreground point token followed by SAM's padding token (what
             SAM's prompt encoder gives for a point without a box). N may be 0.
         """
+        return self.encode(boxes, points)
+
+    def encode(self, boxes: Tensor | None = None, points: Tensor | None = None) -> Tensor:
+        """:meth:`forward` with gradients to ``boxes`` or ``points`` (SAM's weights stay frozen): how a
+        prompter that predicts geometry gets SAM's tokens of it. Leading dims beyond N are kept:
+        boxes [..., 4] / points [..., 2] -> [..., 2, 256]."""
         if (boxes is None) == (points is None):
             raise ValueError("TeacherTokens takes exactly one of boxes and points")
         prompts, kind, width = (boxes, "boxes", 4) if boxes is not None else (points, "points", 2)
-        if prompts.ndim != 2 or prompts.shape[1] != width:
+        if prompts.ndim < 2 or prompts.shape[-1] != width:
             raise ValueError(f"{kind} must have shape Nx{width}, got {tuple(prompts.shape)}")
+        lead = prompts.shape[:-1]
+        prompts = prompts.reshape(-1, width)
         device = self.prompt_encoder.no_mask_embed.weight.device
         prompts = prompts.to(device=device, dtype=torch.float32)
         # The random Fourier features of the positional encoding lose precision in half precision.
@@ -63,4 +71,4 @@ class TeacherTokens(nn.Module):
             else:
                 labels = torch.ones(prompts.shape[0], 1, device=device)
                 sparse, _ = self.prompt_encoder(points=(prompts[:, None], labels), boxes=None, masks=None)
-        return sparse
+        return sparse.reshape(*lead, *sparse.shape[1:])

@@ -1,0 +1,140 @@
+"""The dense prompter's objective (CenterNet, Zhou et al. 2019): heat maps and geometry at part centres.
+
+Per image and part class, the target heat map is a Gaussian bump at the cell of each part's centre
+(its box centre, or its point), of a spread that grows with the part's size in cells (a fixed one for
+points), the maximum where bumps overlap. Terms:
+
+* ``loss_heatmap``: CenterNet's penalty-reduced focal loss (alpha 2, beta 4), summed over cells and
+  divided by the number of parts;
+* ``loss_geom``: L1 between the geometry predicted at each part's centre cell and the part's,
+  summed over coordinates, averaged over parts;
+* ``loss_giou``: 1 - GIoU of those boxes (boxes only).
+
+No matching: each part supervises its own cell, so the prompter learns where parts are from the
+first steps.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou_loss
+
+if TYPE_CHECKING:
+    from ..config import LossConfig
+
+DENSE_LOSS_KEYS = ("loss_heatmap", "loss_geom", "loss_giou")
+POINT_SIGMA = 1.0  # spread of a point's bump, in cells
+
+
+def centre_cells(geometry: Tensor, grid: tuple[int, int]) -> Tensor:
+    """[N, 2] (x, y) integer cell of each part's centre (normalised geometry [N, G])."""
+    h, w = grid
+    x = (geometry[:, 0] * w).long().clamp(0, w - 1)
+    y = (geometry[:, 1] * h).long().clamp(0, h - 1)
+    return torch.stack([x, y], dim=1)
+
+
+def target_heatmap(labels: Tensor, geometry: Tensor, num_classes: int, grid: tuple[int, int]) -> Tensor:
+    """[C, h, w] Gaussian bumps in [0, 1], exactly 1 at each part's centre cell."""
+    h, w = grid
+    out = torch.zeros(num_classes, h, w, device=geometry.device)
+    if len(labels) == 0:
+        return out
+    cells = centre_cells(geometry, grid).float()
+    if geometry.shape[1] == 4:  # CenterNet ties the spread to the object's size: a sixth of its diameter
+        sigma = (geometry[:, 2] * w + geometry[:, 3] * h).div(2).div(6).clamp(min=0.5)
+    else:
+        sigma = torch.full((len(labels),), POINT_SIGMA, device=geometry.device)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=geometry.device), torch.arange(w, device=geometry.device), indexing="ij"
+    )
+    d2 = (xs[None] - cells[:, 0, None, None]) ** 2 + (ys[None] - cells[:, 1, None, None]) ** 2
+    bumps = torch.exp(-d2 / (2 * sigma[:, None, None] ** 2))  # [N, h, w]
+    for k in range(len(labels)):
+        out[labels[k]] = torch.maximum(out[labels[k]], bumps[k])
+    return out
+
+
+def heatmap_focal_loss(logits: Tensor, target: Tensor, alpha: float = 2.0, beta: float = 4.0) -> Tensor:
+    """CenterNet's focal loss summed over every cell ([B, C, h, w] logits and targets in [0, 1])."""
+    logits = logits.float()
+    pos = target.eq(1).float()
+    log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
+    p = log_p.exp()
+    pos_loss = -((1 - p) ** alpha) * log_p * pos
+    neg_loss = -((1 - target) ** beta) * (p**alpha) * log_not_p * (1 - pos)
+    return (pos_loss + neg_loss).sum()
+
+
+class DenseCriterion(nn.Module):
+    """Losses of the dense prompter's heat maps and geometry against the ground-truth parts.
+
+    Args:
+        num_classes: C part classes.
+        weight_dict: weights of :data:`DENSE_LOSS_KEYS`.
+    """
+
+    def __init__(self, num_classes: int, weight_dict: dict[str, float]) -> None:
+        super().__init__()
+        unknown = set(weight_dict) - set(DENSE_LOSS_KEYS)
+        if unknown:
+            raise ValueError(f"unknown loss name(s) {sorted(unknown)}; known: {list(DENSE_LOSS_KEYS)}")
+        self.num_classes = num_classes
+        self.weight_dict = dict(weight_dict)
+
+    def forward(
+        self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], dn_part_index: None = None
+    ) -> dict:
+        """``outputs``: the dense prompter's training outputs; ``targets``: ``labels`` [N_i] and
+        ``geometry`` [N_i, G] per image. Returns the loss terms and ``num_parts``; ``match_recall``
+        (the share of parts whose centre cell's best class is theirs) and ``class_acc`` (the share of
+        centre cells whose heat-map score is above 0.5) as statistics."""
+        heatmap, geometry = outputs["heatmap"], outputs["geometry"]
+        b, c, h, w = heatmap.shape
+        device = heatmap.device
+        target = torch.stack(
+            [
+                target_heatmap(t["labels"].to(device), t["geometry"].to(device).float(), c, (h, w))
+                for t in targets
+            ]
+        )
+        num_parts = sum(len(t["labels"]) for t in targets)
+        norm = max(num_parts, 1)
+        losses = {"loss_heatmap": heatmap_focal_loss(heatmap, target) / norm}
+        batch_idx = torch.cat(
+            [torch.full((len(t["labels"]),), i, device=device) for i, t in enumerate(targets)]
+        ).long()
+        gt = torch.cat([t["geometry"].to(device).float() for t in targets])
+        labels = torch.cat([t["labels"].to(device) for t in targets]).long()
+        cells = centre_cells(gt, (h, w))
+        pred = geometry[batch_idx, cells[:, 1], cells[:, 0]]  # [N, G]
+        losses["loss_geom"] = F.l1_loss(pred, gt, reduction="sum") / norm
+        if gt.shape[-1] == 4:
+            pred_xyxy, gt_xyxy = (box_convert(x, "cxcywh", "xyxy") for x in (pred, gt))
+            losses["loss_giou"] = generalized_box_iou_loss(pred_xyxy, gt_xyxy, reduction="sum") / norm
+        with torch.no_grad():
+            at_centres = heatmap[batch_idx, :, cells[:, 1], cells[:, 0]]  # [N, C]
+            hits = (at_centres.argmax(-1) == labels).float().sum()
+            found = (at_centres.gather(1, labels[:, None]).sigmoid() > 0.5).float().sum()
+            stats = {
+                "match_recall": hits / norm,
+                "class_acc": found / norm,
+                "num_matched": torch.tensor(float(num_parts), device=device),
+            }
+        return losses | stats
+
+    def weighted_total(self, losses: dict[str, Tensor]) -> Tensor:
+        return sum(self.weight_dict[k] * losses[k] for k in self.weight_dict if k in losses)
+
+
+def build_dense_criterion(loss_cfg: LossConfig, num_classes: int) -> DenseCriterion:
+    weights = {
+        "loss_heatmap": loss_cfg.weight_heatmap,
+        "loss_geom": loss_cfg.weight_geom,
+        "loss_giou": loss_cfg.weight_giou,
+    }
+    return DenseCriterion(num_classes, weights)

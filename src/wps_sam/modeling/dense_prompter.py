@@ -1,0 +1,158 @@
+"""The dense prompter: per-cell part heat maps and geometry on SAM's embedding, CenterNet-style.
+
+A recipe of its own beside the paper's set prompter (Zhou et al. 2019, *Objects as Points*): a
+residual stack of dilated 3x3 convolutions reads SAM's image embedding at its own resolution; one
+head scores every cell for every part class (a part "is" at the cell of its box centre, or of its
+point), another predicts the part's geometry from that cell: the centre's offset inside the cell and,
+for boxes, width and height. Training is dense, with no matching (:mod:`.dense_criterion`), which is
+why it converges in minutes where a set prompter needs days.
+
+At inference the local maxima of the heat maps (3x3 max-pooling) are the parts; each peak's geometry
+goes through SAM's frozen prompt encoder (:meth:`WPSSAM.complete_tokens`), so the tokens SAM's mask
+decoder receives are exactly its own tokens of a box or a point: the teacher's tokens of the
+predicted geometry. The outputs follow the set prompter's contract (``pred_logits`` [B, K, C+1] with
+"no part" last), so selection, decoding and composition are shared: a peak of score s and class c
+gets the logits ``logit(s)`` for c and ``logit(peak_threshold)`` for "no part" (the others -inf), so
+it is kept exactly when s > peak_threshold, with the score s itself when ``peak_threshold`` is 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .geometry import GEOMETRY_DIMS
+from .prompter import SAM_EMBED_DIM
+
+_PRIOR = 0.1  # initial heat-map probability (CenterNet's bias of -2.19)
+
+
+class _Block(nn.Module):
+    """Pre-activation residual block of two dilated 3x3 convolutions: [B, W, h, w] -> same."""
+
+    def __init__(self, width: int, dilation: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(8, width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation),
+            nn.GroupNorm(8, width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def _head(width: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, out, 1))
+
+
+class DensePrompter(nn.Module):
+    """Per-cell part classes and geometry from a SAM image embedding.
+
+    Args:
+        num_classes: C part classes.
+        kind: ``"box"`` or ``"point"``: the geometry of the supervision.
+        embed_dim, embed_size: channels and (H, W) of SAM's embedding (the heads' grid).
+        width: channels of the residual stack.
+        dilations: one residual block per entry.
+        max_parts: peaks kept per image at inference.
+        peak_threshold: heat-map score from which a peak is kept (see the module docstring).
+        standardize_input: standardise SAM's embedding per channel with fixed statistics
+            (:meth:`set_input_stats`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        kind: str,
+        embed_dim: int = SAM_EMBED_DIM,
+        embed_size: tuple[int, int] = (64, 64),
+        width: int = 128,
+        dilations: tuple[int, ...] = (1, 2, 4, 8, 1),
+        max_parts: int = 30,
+        peak_threshold: float = 0.3,
+        standardize_input: bool = True,
+    ) -> None:
+        super().__init__()
+        if kind not in GEOMETRY_DIMS:
+            raise ValueError(f"kind must be 'box' or 'point', got {kind!r}")
+        self.num_classes, self.kind = num_classes, kind
+        self.embed_dim, self.embed_size = embed_dim, tuple(embed_size)
+        self.max_parts, self.peak_threshold = max_parts, peak_threshold
+        self.standardizes_input = standardize_input
+        self.register_buffer("input_mean", torch.zeros(1, embed_dim, 1, 1))
+        self.register_buffer("input_std", torch.ones(1, embed_dim, 1, 1))
+        self.stem = nn.Conv2d(embed_dim, width, 1)
+        self.blocks = nn.Sequential(*(_Block(width, d) for d in dilations), nn.GroupNorm(8, width), nn.ReLU())
+        self.heatmap = _head(width, num_classes)
+        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - _PRIOR) / _PRIOR))
+        # Offset of the centre in its cell (2, through a sigmoid) and, for boxes, log size in cells (2).
+        self.geometry = _head(width, GEOMETRY_DIMS[kind])
+        nn.init.zeros_(self.geometry[-1].weight)
+        if kind == "box":
+            nn.init.constant_(self.geometry[-1].bias[2:], math.log(2.0))  # parts start two cells wide
+        h, w = self.embed_size
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        self.register_buffer("cells", torch.stack([xs, ys], dim=-1).float(), persistent=False)  # [h, w, 2]
+
+    @torch.no_grad()
+    def set_input_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Per-channel mean and std [embed_dim] of the training embeddings."""
+        if not self.standardizes_input:
+            raise ValueError("set_input_stats: the prompter was built without standardize_input")
+        self.input_mean.copy_(mean.reshape(1, -1, 1, 1))
+        self.input_std.copy_(std.reshape(1, -1, 1, 1).clamp_min(1e-6))
+
+    def dense(self, image_embeddings: Tensor) -> dict[str, Tensor]:
+        """``{"heatmap": [B, C, h, w] logits, "geometry": [B, h, w, G] normalised}`` for every cell."""
+        if image_embeddings.dim() != 4 or tuple(image_embeddings.shape[1:]) != (
+            self.embed_dim,
+            *self.embed_size,
+        ):
+            raise ValueError(
+                f"DensePrompter expects an image embedding [B, {self.embed_dim}, {self.embed_size[0]}, "
+                f"{self.embed_size[1]}], got {tuple(image_embeddings.shape)}"
+            )
+        x = image_embeddings
+        if self.standardizes_input:
+            x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+        x = self.blocks(self.stem(x))
+        raw = self.geometry(x).float().permute(0, 2, 3, 1)  # [B, h, w, G]
+        grid = torch.tensor([self.embed_size[1], self.embed_size[0]], device=raw.device, dtype=raw.dtype)
+        centre = (self.cells + raw[..., :2].sigmoid()) / grid
+        if self.kind == "point":
+            geometry = centre
+        else:
+            geometry = torch.cat([centre, raw[..., 2:].clamp(-6, 6).exp() / grid], dim=-1)
+        return {"heatmap": self.heatmap(x), "geometry": geometry}
+
+    def forward(self, image_embeddings: Tensor) -> dict:
+        """Training: :meth:`dense`; evaluation: the peaks as queries, the set prompter's contract:
+        ``"pred_logits"`` [B, K, C + 1] and ``"pred_geometry"`` [B, K, G] (K = ``max_parts``)."""
+        dense = self.dense(image_embeddings)
+        if self.training:
+            return dense
+        return self.peaks(dense)
+
+    def peaks(self, dense: dict[str, Tensor]) -> dict[str, Tensor]:
+        scores = dense["heatmap"].float().sigmoid()
+        b, c, h, w = scores.shape
+        peak = scores == F.max_pool2d(scores, 3, stride=1, padding=1)
+        flat = torch.where(peak, scores, torch.zeros_like(scores)).flatten(1)  # [B, C*h*w]
+        top, idx = flat.topk(min(self.max_parts, flat.shape[1]), dim=1)
+        labels, cell = idx // (h * w), idx % (h * w)
+        geometry = (
+            dense["geometry"]
+            .flatten(1, 2)
+            .gather(1, cell[..., None].expand(-1, -1, dense["geometry"].shape[-1]))
+        )
+        logits = torch.full((b, top.shape[1], c + 1), -30.0, device=top.device)
+        logits.scatter_(2, labels[..., None], torch.logit(top.clamp(1e-6, 1 - 1e-6))[..., None])
+        logits[..., c] = math.log(self.peak_threshold / (1 - self.peak_threshold))
+        return {"pred_logits": logits, "pred_geometry": geometry}
