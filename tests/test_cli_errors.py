@@ -11,6 +11,7 @@ from tests.data.fixtures import write_part_dataset
 from wps_sam.cli import main
 from wps_sam.errors import WpsSamError
 from wps_sam.modeling.criterion import SetCriterion
+from wps_sam.modeling.dense_criterion import DenseCriterion
 
 SMALL_PROMPTER = [
     "prompter.enc_layers=1", "prompter.dec_layers=1", "prompter.hidden_dim=32", "prompter.nheads=2",
@@ -165,14 +166,18 @@ def _assert_state_intact(run, step):
 
 def test_non_finite_loss_stops_with_the_last_good_state(env, tmp_path, monkeypatch, capsys):
     root, _ = env
-    original, calls = SetCriterion.weighted_total, []
+    calls = []
 
-    def nan_on_third_step(self, losses):
-        calls.append(1)
-        total = original(self, losses)
-        return total * float("nan") if len(calls) == 3 else total
+    def nan_on_third_step(original):
+        def weighted_total(self, losses):
+            calls.append(1)
+            total = original(self, losses)
+            return total * float("nan") if len(calls) == 3 else total
 
-    monkeypatch.setattr(SetCriterion, "weighted_total", nan_on_third_step)
+        return weighted_total
+
+    for criterion in (SetCriterion, DenseCriterion):  # whichever the recipe trains with
+        monkeypatch.setattr(criterion, "weighted_total", nan_on_third_step(criterion.weighted_total))
     run = tmp_path / "run"
     capsys.readouterr()
     assert main(_train(root, run, "--max-steps", "5", "--save-every", "1")) == 2

@@ -2,6 +2,7 @@ import pytest
 
 from wps_sam.config import Config, config_to_dict, load_config, parse_overrides, save_config
 from wps_sam.errors import ConfigError
+from wps_sam.recipes import DEFAULT_RECIPE, RECIPES
 
 
 def test_defaults_are_the_official_recipe():
@@ -23,7 +24,22 @@ def test_round_trip(tmp_path):
     cfg = load_config(overrides=["data.supervision=point", "train.grad_clip=0.1"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
-    assert config_to_dict(Config()) == config_to_dict(load_config())
+    # The dataclass defaults are the paper's recipe; load_config starts from the default recipe.
+    assert config_to_dict(Config()) == config_to_dict(load_config(overrides=["train.recipe=paper"]))
+    assert load_config().train.recipe == DEFAULT_RECIPE
+
+
+def test_recipes_go_under_the_file_and_the_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  recipe: detr-fast\nloss:\n  eos_coef: 0.5\n")
+    cfg = load_config(path)
+    assert cfg.train.recipe == "detr-fast" and cfg.prompter.two_stage and cfg.loss.eos_coef == 0.5
+    assert cfg.loss.cost_token == RECIPES["detr-fast"]["loss"]["cost_token"]
+    cfg = load_config(path, ["train.recipe=paper"])  # the overrides name the recipe first
+    assert cfg.train.recipe == "paper" and not cfg.prompter.two_stage and cfg.loss.eos_coef == 0.5
+    assert load_config(overrides=["train.recipe=dense"]).prompter.kind == "dense"
+    with pytest.raises(ConfigError, match="unknown recipe 'fastest'"):
+        load_config(overrides=["train.recipe=fastest"])
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ def test_mask_boxes_by_hand():
 
 
 def test_predict_decodes_exactly_the_kept_queries(mini_sam):
-    cfg = load_config(overrides=["prompter.enc_layers=1", "prompter.dec_layers=1", "prompter.hidden_dim=32",
-                                 "prompter.nheads=2", "prompter.dim_feedforward=64", "prompter.num_queries=6"])
+    cfg = load_config(overrides=["train.recipe=paper", "prompter.enc_layers=1", "prompter.dec_layers=1",
+                                 "prompter.hidden_dim=32", "prompter.nheads=2", "prompter.dim_feedforward=64",
+                                 "prompter.num_queries=6"])  # fmt: skip
     model = build_wps_sam(cfg, 3, mini_sam).eval()
     with torch.no_grad():
         model.prompter.class_embed.bias.copy_(torch.tensor([0.0, 0.5, 0.2, 0.4]))  # some kept, some not
@@ -31,3 +32,21 @@ def test_predict_decodes_exactly_the_kept_queries(mini_sam):
         idx, labels, scores = select_queries(outputs["pred_logits"][b])
         assert torch.equal(pred.query_idx, idx) and torch.equal(pred.labels, labels)
         torch.testing.assert_close(pred.mask_logits, all_masks[b, idx], atol=1e-4, rtol=1e-4)
+
+
+def test_point_multimask_keeps_the_best_rated_of_three_masks(mini_sam):
+    cfg = load_config(overrides=["train.recipe=dense", "data.supervision=point", "prompter.dense_width=16"])
+    model = build_wps_sam(cfg, 3, mini_sam).eval()
+    with torch.no_grad():
+        model.prompter.heatmap[-1].bias.fill_(3.0)  # every cell a confident part: peaks everywhere
+        embeddings = torch.randn(2, 256, 16, 16)
+        outputs = model(embeddings)
+        three, iou = model.decoder(embeddings, outputs["pred_tokens"], multimask_output=True)
+        single = model.predict(embeddings)
+        multi = model.predict(embeddings, point_multimask=True)
+    for b in range(2):
+        idx = multi[b].query_idx
+        assert len(idx) and torch.equal(idx, single[b].query_idx)
+        best = three[b, idx, iou[b, idx].argmax(-1)]
+        torch.testing.assert_close(multi[b].mask_logits, best, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(single[b].mask_logits, multi[b].mask_logits)

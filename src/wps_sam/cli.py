@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from .config import SAM_TYPES
 from .errors import WpsSamError
+from .recipes import DEFAULT_RECIPE, RECIPES
 
 logger = logging.getLogger("wps_sam")
 
@@ -27,15 +28,26 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 def _config_overrides(args: argparse.Namespace) -> list[str]:
     """Translate the explicit options into dotted overrides (only those given on the command line)."""
     mapping = {
-        "data": "data.root", "sam_type": "sam.type", "sam_checkpoint": "sam.checkpoint",
-        "sam_sha256": "sam.sha256", "supervision": "data.supervision", "point_mode": "data.point_mode",
-        "epochs": "train.epochs", "max_steps": "train.max_steps", "batch_size": "train.batch_size",
-        "lr": "train.lr", "seed": "train.seed", "device": "train.device", "save_every": "train.save_every",
+        "data": "data.root",
+        "sam_type": "sam.type",
+        "sam_checkpoint": "sam.checkpoint",
+        "sam_sha256": "sam.sha256",
+        "supervision": "data.supervision",
+        "point_mode": "data.point_mode",
+        "epochs": "train.epochs",
+        "max_steps": "train.max_steps",
+        "batch_size": "train.batch_size",
+        "lr": "train.lr",
+        "seed": "train.seed",
+        "device": "train.device",
+        "save_every": "train.save_every",
         "num_workers": "data.num_workers",
+        "recipe": "train.recipe",
     }
     # Overrides are text parsed by each field's declared type, so a path named "yes" stays a string.
-    items = [f"{key}={value}" for name, key in mapping.items()
-             if (value := getattr(args, name, None)) is not None]
+    items = [
+        f"{key}={value}" for name, key in mapping.items() if (value := getattr(args, name, None)) is not None
+    ]
     if getattr(args, "strict", False):
         items.append("data.strict=true")
     return items + list(getattr(args, "set", None) or [])
@@ -63,16 +75,34 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .predictor import PartPredictor
 
     predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
-    index = triaged_split(args.data, args.split, class_names=predictor.class_names, strict=args.strict,
-                          progress=not args.no_progress)
-    result = evaluate(predictor.model, index, predictor.cfg, predictor.device,
-                      batch_size=args.batch_size, progress=not args.no_progress)
+    index = triaged_split(
+        args.data,
+        args.split,
+        class_names=predictor.class_names,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    result = evaluate(
+        predictor.model,
+        index,
+        predictor.cfg,
+        predictor.device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     result.update({"split": args.split, "data": str(Path(args.data).resolve())})
     out = Path(args.run) / f"eval-{args.split}.json"
     atomic_write_json(out, result)
     paper = result["paper_protocol"]
-    print(json.dumps({"miou": result["miou"], "macc": result["macc"],
-                      "paper_protocol": {"miou": paper["miou"], "macc": paper["macc"]}}))
+    print(
+        json.dumps(
+            {
+                "miou": result["miou"],
+                "macc": result["macc"],
+                "paper_protocol": {"miou": paper["miou"], "macc": paper["macc"]},
+            }
+        )
+    )
     print(f"wrote {out}")
 
 
@@ -106,8 +136,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.strict:
         bad = [(path, verdict.problem) for path in files if (verdict := inspect_image(path)).problem]
         if bad:
-            raise DataError(f"--strict: {len(bad)} of {len(files)} input(s) unreadable, e.g. {bad[0][0]}: "
-                            f"{bad[0][1]}; remove them or drop --strict to skip them")
+            raise DataError(
+                f"--strict: {len(bad)} of {len(files)} input(s) unreadable, e.g. {bad[0][0]}: "
+                f"{bad[0][1]}; remove them or drop --strict to skip them"
+            )
     predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,18 +153,33 @@ def cmd_predict(args: argparse.Namespace) -> None:
         result = predictor.predict(image)
         save_label_map(out / f"{path.stem}.png", result.label_map)
         save_overlay(out / f"{path.stem}_overlay.png", image, result.label_map, predictor.class_names)
-        records.append({
-            "file": str(path), "height": image.shape[0], "width": image.shape[1],
-            "instances": [{"class_id": inst.class_id, "class_name": inst.class_name,
-                           "score": round(inst.score, 5), "box_xyxy": [float(v) for v in inst.box_xyxy],
-                           "segmentation": encode_rle(inst.mask)} for inst in result.instances],
-        })
-    atomic_write_json(out / "predictions.json", {"class_names": predictor.class_names, "images": records,
-                                                 "unreadable": unreadable})
+        records.append(
+            {
+                "file": str(path),
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "instances": [
+                    {
+                        "class_id": inst.class_id,
+                        "class_name": inst.class_name,
+                        "score": round(inst.score, 5),
+                        "box_xyxy": [float(v) for v in inst.box_xyxy],
+                        "segmentation": encode_rle(inst.mask),
+                    }
+                    for inst in result.instances
+                ],
+            }
+        )
+    atomic_write_json(
+        out / "predictions.json",
+        {"class_names": predictor.class_names, "images": records, "unreadable": unreadable},
+    )
     if unreadable:  # one line, naming them (all are listed in predictions.json)
         named = "; ".join(f"{item['file']} ({item['reason']})" for item in unreadable[:3])
         more = f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
-        print(f"wps-sam predict: skipped {len(unreadable)} unreadable input(s): {named}{more}", file=sys.stderr)
+        print(
+            f"wps-sam predict: skipped {len(unreadable)} unreadable input(s): {named}{more}", file=sys.stderr
+        )
     print(f"predicted {len(records)} image(s) into {out}")
 
 
@@ -143,7 +190,9 @@ def cmd_check_data(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else format_report(report))
     skipped = len(report["images_skipped"]) + len(report["annotations_skipped"])
     if args.strict and skipped:
-        raise WpsSamError(f"--strict: {skipped} image(s) or annotation(s) of split '{args.split}' are skipped")
+        raise WpsSamError(
+            f"--strict: {skipped} image(s) or annotation(s) of split '{args.split}' are skipped"
+        )
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
@@ -157,11 +206,20 @@ def cmd_cache(args: argparse.Namespace) -> None:
         return
     if not args.data:
         raise WpsSamError("cache needs --data ROOT (or --clear)")
-    summary = precompute_cache(args.data, args.split, cache_dir, sam_type=args.sam_type or "vit_b",
-                               sam_checkpoint=args.sam_checkpoint, sam_sha256=args.sam_sha256,
-                               device=args.device or "auto", batch_size=args.batch_size,
-                               num_workers=args.num_workers, dtype=args.dtype, compile=args.compile,
-                               progress=not args.no_progress)
+    summary = precompute_cache(
+        args.data,
+        args.split,
+        cache_dir,
+        sam_type=args.sam_type or "vit_b",
+        sam_checkpoint=args.sam_checkpoint,
+        sam_sha256=args.sam_sha256,
+        device=args.device or "auto",
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        dtype=args.dtype,
+        compile=args.compile,
+        progress=not args.no_progress,
+    )
     print(json.dumps(summary))
 
 
@@ -171,10 +229,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import format_table, run_benchmark
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = run_benchmark(device=device, sam_type=args.sam_type or "vit_b", images=args.images,
-                           epochs=args.epochs, batch_size=args.batch_size, out_dir=Path(args.out_dir),
-                           quick=args.quick, compile=False if args.no_compile else None,
-                           reference_tf32=args.reference_tf32)
+    result = run_benchmark(
+        device=device,
+        sam_type=args.sam_type or "vit_b",
+        images=args.images,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        out_dir=Path(args.out_dir),
+        quick=args.quick,
+        compile=False if args.no_compile else None,
+        reference_tf32=args.reference_tf32,
+    )
     print(format_table([result]))
 
 
@@ -208,19 +273,48 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo.runner import run_demo
+    import dataclasses
 
-    run_demo(args.out, quick=args.quick, steps_scale=args.steps_scale, sam_checkpoint=args.sam_checkpoint,
-             seed=args.seed, progress=not args.no_progress)
+    from .demo.runner import QUICK_SETTINGS, DemoSettings, run_demo
+
+    settings = QUICK_SETTINGS if args.quick else DemoSettings()
+    chosen = {
+        "train_images": args.train_images,
+        "val_images": args.val_images,
+        "data_seed": args.data_seed,
+        "supercategories": tuple(s.strip() for s in args.supercategories.split(","))
+        if args.supercategories
+        else None,
+    }
+    settings = dataclasses.replace(settings, **{k: v for k, v in chosen.items() if v is not None})
+    if args.recipe:
+        settings = dataclasses.replace(
+            settings, overrides=(*settings.overrides, f"train.recipe={args.recipe}")
+        )
+    run_demo(
+        args.out,
+        settings,
+        steps_scale=args.steps_scale,
+        sam_checkpoint=args.sam_checkpoint,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
 
 
 def cmd_data_toyparts(args: argparse.Namespace) -> None:
     from .synthetic.toyparts import generate_toyparts
 
-    summary = generate_toyparts(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed,
-                                progress=not args.no_progress)
-    counts = ", ".join(f"{split}: {v['images']} images / {v['annotations']} parts"
-                       for split, v in summary["splits"].items())
+    summary = generate_toyparts(
+        args.out,
+        train=args.train,
+        val=args.val,
+        size=args.size,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    counts = ", ".join(
+        f"{split}: {v['images']} images / {v['annotations']} parts" for split, v in summary["splits"].items()
+    )
     print(f"wrote ToyParts ({len(summary['classes'])} part classes) to {args.out}: {counts}")
 
 
@@ -229,6 +323,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -258,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data root (PartImageNet layout)")
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
     p.add_argument("--config", help="YAML config file")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help=f"named settings to start from (default {DEFAULT_RECIPE}; paper: the official WPS-SAM training)",
+    )
     _add_sam_options(p)
     p.add_argument("--supervision", choices=["box", "point"])
     p.add_argument("--point-mode", choices=["interior", "box_center"])
@@ -270,10 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--save-every", type=int, help="steps between resumable checkpoints")
     p.add_argument("--num-workers", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
-    p.add_argument("--strict", action="store_true", help="refuse data sets with skipped images or annotations")
-    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
-                   help="config overrides, e.g. train.warmup_steps=100 (may be repeated)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last saved state"
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="refuse data sets with skipped images or annotations"
+    )
+    p.add_argument(
+        "--set",
+        nargs="*",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. train.warmup_steps=100 (may be repeated)",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
@@ -334,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("pretrain-sam", help="pre-train the tiny SAM (generic shapes; ToyParts-world object labels)")
+    p = sub.add_parser(
+        "pretrain-sam", help="pre-train the tiny SAM (generic shapes; ToyParts-world object labels)"
+    )
     p.add_argument("--out", required=True, help="folder for sam_tiny.safetensors, its log and resume state")
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--low-res-steps", type=int, default=0, help="the first steps at 128 px (curriculum)")
@@ -358,10 +478,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the offline demo: ToyParts, WPS-SAM from boxes and points, baselines")
     p.add_argument("--out", default="demo-out", help="output folder (data and embeddings in it are reused)")
     p.add_argument("--quick", action="store_true", help="a small, fast run (a smoke test, not the results)")
-    p.add_argument("--steps-scale", type=int, default=1, metavar="K",
-                   help="train every method K times as many steps (default 1: the 10-minute budget)")
+    p.add_argument(
+        "--steps-scale",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train every method K times as many steps (default 1: the 10-minute budget)",
+    )
     p.add_argument("--sam-checkpoint", help="tiny SAM weights (default: the ones shipped in the package)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every trained method")
+    p.add_argument(
+        "--supercategories",
+        metavar="A,B,...",
+        help="ToyParts super-categories to draw (default: Quadruped,Bird,Fish,Car,Bottle,Aeroplane)",
+    )
+    p.add_argument("--data-seed", type=int, help="seed of the generated data (default 0)")
+    p.add_argument("--train-images", type=_positive_int, help="training images (default 800)")
+    p.add_argument("--val-images", type=_positive_int, help="held-out images (default 150)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), help=f"WPS-SAM's recipe (default {DEFAULT_RECIPE})")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
@@ -381,8 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.debug:
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     handler: Callable[[argparse.Namespace], None] = args.func
@@ -397,8 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"wps-sam {args.command}: error: {exc.strerror or exc}{where} (check the path, its "
-              f"permissions and free space)", file=sys.stderr)
+        print(
+            f"wps-sam {args.command}: error: {exc.strerror or exc}{where} (check the path, its "
+            f"permissions and free space)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"wps-sam {args.command}: interrupted", file=sys.stderr)

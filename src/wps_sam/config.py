@@ -56,7 +56,9 @@ class PrompterConfig:
     num_downsample: int | None = None
     # Convergence remedies of the DETR prompter, all off in the paper's recipe (modeling/queries.py).
     aux_loss: bool = False  # a separately matched loss after every decoder layer (DETR)
-    geometry_head: bool = False  # a box (or point) per query, refined per layer; tokens = SAM(geometry) + residual
+    geometry_head: bool = (
+        False  # a box (or point) per query, refined per layer; tokens = SAM(geometry) + residual
+    )
     two_stage: bool = False  # the encoder memory proposes parts; the top ones anchor the queries
     groups: int = 1  # query groups in training, each matched one-to-one (Group DETR's one-to-many)
     dn_groups: int = 0  # denoising groups of noised ground truth (DN-DETR; 0: off)
@@ -102,8 +104,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation: AdamW with linear warmup and cosine decay."""
+    """Optimisation: AdamW with linear warmup and cosine decay; ``recipe`` names the bundle of
+    settings (:mod:`wps_sam.recipes`) the configuration starts from."""
 
+    recipe: str = "paper"
     epochs: int = 150
     max_steps: int | None = None
     batch_size: int = 8
@@ -129,9 +133,9 @@ class InferenceConfig:
 
     mask_threshold: float = 0.0  # on SAM's mask logits (0.0 == probability 0.5)
     score_threshold: float = 0.0  # extra floor on the class probability of a kept query
-    # Decode SAM's three ambiguity-aware masks and keep the best-rated (SAM's advice for one click)
-    # instead of its single-mask output (the official inference).
-    multimask: bool = False
+    # Point-supervised runs: decode SAM's three ambiguity-aware masks and keep the best-rated (SAM's
+    # advice for a single click) instead of its single-mask output (the official inference).
+    point_multimask: bool = False
     peak_threshold: float = 0.3  # the dense prompter keeps a cell's part from this heat-map score
 
 
@@ -310,8 +314,15 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
-    """Defaults, then the YAML file at ``path``, then dotted ``overrides``; validated."""
-    data: dict[str, Any] = config_to_dict(Config())
+    """Defaults, then the recipe, then the YAML file at ``path``, then dotted ``overrides``; validated.
+
+    The recipe is ``train.recipe`` of the overrides, else of the file, else
+    :data:`~wps_sam.recipes.DEFAULT_RECIPE`; its settings (:data:`~wps_sam.recipes.RECIPES`) go under
+    the file and the overrides, so both can change any of them.
+    """
+    from .recipes import DEFAULT_RECIPE, recipe_settings
+
+    loaded: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         path = Path(path)
@@ -323,11 +334,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-        data = merge(data, loaded)
         source = str(path)
-    if overrides:
-        data = merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
-    return config_from_dict(data, source)
+    if overrides and not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides)
+    overrides = overrides or {}
+    name = next(
+        (
+            str(d["train"]["recipe"])
+            for d in (overrides, loaded)
+            if isinstance(d.get("train"), dict) and "recipe" in d["train"]
+        ),
+        DEFAULT_RECIPE,
+    )
+    try:
+        settings = recipe_settings(name)
+    except KeyError as exc:
+        raise ConfigError(f"{source}: {exc.args[0]}") from None
+    data = merge(config_to_dict(Config()), merge(settings, {"train": {"recipe": name}}))
+    return config_from_dict(merge(merge(data, loaded), overrides), source)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -66,7 +66,9 @@ class PartPredictor:
         self.transform = SamTransform(model.image_encoder.img_size)
 
     @classmethod
-    def from_run(cls, run: str | Path, device: str = "auto", sam_checkpoint: str | None = None) -> PartPredictor:
+    def from_run(
+        cls, run: str | Path, device: str = "auto", sam_checkpoint: str | None = None
+    ) -> PartPredictor:
         """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM path."""
         from .engine.device import resolve_device
 
@@ -81,29 +83,39 @@ class PartPredictor:
         try:
             model.prompter.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{run / WEIGHTS_FILE}: prompter weights do not fit its config "
-                                  f"({str(exc).splitlines()[0]})") from None
+            raise CheckpointError(
+                f"{run / WEIGHTS_FILE}: prompter weights do not fit its config ({str(exc).splitlines()[0]})"
+            ) from None
         return cls(model, class_names, cfg, resolve_device(device))
 
     @torch.no_grad()
-    def predict_torch(self, images: torch.Tensor, original_sizes: list[tuple[int, int]]) -> list[PartSegmentation]:
+    def predict_torch(
+        self, images: torch.Tensor, original_sizes: list[tuple[int, int]]
+    ) -> list[PartSegmentation]:
         """``images``: [B,3,S,S] preprocessed (see :class:`SamTransform`); sizes (H, W) of the originals."""
         with autocast(self.device, self.cfg.train.amp):
             embeddings = self.model.embed(images.to(self.device)).float()
-        predictions = self.model.predict(embeddings, self.cfg.inference.score_threshold, self.cfg.inference.multimask)
+        predictions = self.model.predict(
+            embeddings,
+            self.cfg.inference.score_threshold,
+            self.cfg.inference.point_multimask,
+        )
         threshold = float(torch.sigmoid(torch.tensor(self.cfg.inference.mask_threshold)))
         results = []
         for pred, size in zip(predictions, original_sizes):
             input_size = self.transform.input_size(size)
-            probs = masks_to_frame(pred.mask_logits, self.transform.image_size, input_size, size).sigmoid().cpu()
+            probs = (
+                masks_to_frame(pred.mask_logits, self.transform.image_size, input_size, size).sigmoid().cpu()
+            )
             label_map = compose_semantic_map(probs, pred.labels.cpu(), pred.scores.cpu(), threshold)
             masks = probs > threshold  # [K, H, W]
             present = masks.flatten(1).any(1)
             boxes = _mask_boxes(masks)
             instances = [
                 PartInstanceResult(label, self.class_names[label], score, box, mask)
-                for label, score, box, mask, keep in zip(pred.labels.tolist(), pred.scores.tolist(),
-                                                         boxes.numpy(), masks.numpy(), present.tolist())
+                for label, score, box, mask, keep in zip(
+                    pred.labels.tolist(), pred.scores.tolist(), boxes.numpy(), masks.numpy(), present.tolist()
+                )
                 if keep
             ]
             results.append(PartSegmentation(label_map.numpy().astype(np.int32), instances))
@@ -115,8 +127,12 @@ class PartPredictor:
 
     def predict_batch(self, images: list[np.ndarray]) -> list[PartSegmentation]:
         for image in images:
-            if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
-                    and image.dtype == np.uint8):
+            if not (
+                isinstance(image, np.ndarray)
+                and image.ndim == 3
+                and image.shape[2] == 3
+                and image.dtype == np.uint8
+            ):
                 raise DataError("predict expects uint8 RGB arrays of shape [H, W, 3]")
         batch = torch.stack([self.transform.apply_image(image) for image in images])
         return self.predict_torch(batch, [image.shape[:2] for image in images])

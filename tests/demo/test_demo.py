@@ -21,6 +21,7 @@ from wps_sam.demo.baselines import (
 )
 from wps_sam.demo.report import targets
 from wps_sam.demo.runner import METHODS, prepare_toyparts
+from wps_sam.recipes import DEFAULT_RECIPE
 from wps_sam.sam.backbones import build_sam
 
 
@@ -129,23 +130,41 @@ def test_targets_pass_and_fail():
         "sam-gt-box-oracle": {"miou": 0.7},
         "box-fill": {"miou": 0.45},
         "fully-supervised": {"miou": None},
+        "fully-supervised-sam-head": {"miou": 0.55},
     }
     result = {t["target"]: t for t in targets(methods)}
-    assert not result["wps-sam-box >= 0.9 x sam-gt-box-oracle"]["pass"]  # 0.6 < 0.63
-    assert not result["wps-sam-point >= 0.8 x sam-gt-box-oracle"]["pass"]  # 0.5 < 0.56
-    assert result["wps-sam-point >= 0.8 x sam-gt-box-oracle"]["threshold"] == pytest.approx(0.56)
-    assert result["wps-sam-box >= box-fill + 0.10"]["pass"]
+    assert result["wps-sam-box >= 0.85 x sam-gt-box-oracle"]["pass"]  # 0.6 >= 0.595
+    assert not result["wps-sam-point >= 0.75 x sam-gt-box-oracle"]["pass"]  # 0.5 < 0.525
+    assert result["wps-sam-point >= 0.75 x sam-gt-box-oracle"]["threshold"] == pytest.approx(0.525)
     assert not result["wps-sam-box >= fully-supervised"]["pass"]
+    assert result["wps-sam-box >= fully-supervised-sam-head"]["pass"]
     assert all("note" not in t for t in result.values())
+    scaled = {t["target"]: t for t in targets(methods, steps_scale=5)}
+    assert not scaled["wps-sam-box >= 0.9 x sam-gt-box-oracle"]["pass"]  # 0.6 < 0.63
+    assert len(scaled) == len(result) + 1
 
 
 def test_a_method_at_the_all_background_floor_meets_no_target():
     methods = {name: {"miou": 0.035} for name in ("wps-sam-box", "wps-sam-point", "fully-supervised")}
-    methods.update({"sam-gt-box-oracle": {"miou": 0.0}, "box-fill": {"miou": -0.2}})
+    methods.update({"sam-gt-box-oracle": {"miou": 0.0}, "fully-supervised-sam-head": {"miou": 0.0}})
     result = targets(methods, floor=0.035)
-    assert [t["pass"] for t in result] == [False] * 4  # thresholds 0.0, 0.0, -0.1, 0.035 are all met
-    assert "predicts no part" in result[3]["note"]
+    assert [t["pass"] for t in result] == [False] * 4  # thresholds 0.0, 0.0, 0.035, 0.0 are all met
+    assert "predicts no part" in result[2]["note"]
     assert [t["pass"] for t in targets(methods)] == [True] * 4  # without the floor, they would pass
+
+
+def test_beating_an_untrained_baseline_is_no_result():
+    methods = {
+        "wps-sam-box": {"miou": 0.5},
+        "wps-sam-point": {"miou": 0.4},
+        "sam-gt-box-oracle": {"miou": 0.55},
+        "fully-supervised": {"miou": 0.06},  # 2.5 points above the floor
+        "fully-supervised-sam-head": {"miou": 0.3},
+    }
+    result = {t["target"]: t for t in targets(methods, floor=0.035)}
+    assert not result["wps-sam-box >= fully-supervised"]["pass"]
+    assert "within 0.05 of the all-background floor" in result["wps-sam-box >= fully-supervised"]["note"]
+    assert result["wps-sam-box >= fully-supervised-sam-head"]["pass"]
 
 
 SMOKE_SETTINGS = DemoSettings(
@@ -188,7 +207,8 @@ def test_demo_smoke(tmp_path):
             assert result[key] is None or 0.0 <= result[key] <= 1.0, (name, key)
         assert [c["name"] for c in result["per_class"]] == ["background", *classes], name
     assert len(classes) == 23 and saved["data"]["train_images"] == 4 and saved["data"]["val_images"] == 2
-    assert [t["target"] for t in saved["targets"]][0] == "wps-sam-box >= 0.9 x sam-gt-box-oracle"
+    assert [t["target"] for t in saved["targets"]][0] == "wps-sam-box >= 0.85 x sam-gt-box-oracle"
+    assert saved["configs"]["wps-sam-box"]["train"]["recipe"] == DEFAULT_RECIPE
     assert all(isinstance(t["pass"], bool) for t in saved["targets"])
     assert saved["sam"]["sha256"] == saved["configs"]["wps-sam-box"]["sam"]["sha256"]
     assert saved["configs"]["wps-sam-point"]["data"]["supervision"] == "point"

@@ -201,8 +201,10 @@ def _clean_segmentation(seg: Any) -> tuple[list | dict | None, bool, str | None]
         seg = [seg]  # some exporters write one flat polygon
     if all(isinstance(s, dict) for s in seg):  # a list of RLEs: merge into one
         pieces = [_clean_segmentation(s) for s in seg]
-        problem = next((note or "malformed RLE segmentation (an empty piece)"
-                        for r, _, note in pieces if r is None), None)
+        problem = next(
+            (note or "malformed RLE segmentation (an empty piece)" for r, _, note in pieces if r is None),
+            None,
+        )
         if problem is None and len({tuple(r["size"]) for r, _, _ in pieces}) > 1:
             problem = "malformed RLE segmentation (pieces of different sizes)"
         if problem:
@@ -369,7 +371,8 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
     index = PartDataIndex(root, split, names, cat_ids, [])
     index.skipped_annotations += [
         {"image_id": None, "ann_id": None, "reason": f"annotation of type {type(a).__name__}, not an object"}
-        for a in data["annotations"] if not isinstance(a, dict)
+        for a in data["annotations"]
+        if not isinstance(a, dict)
     ]
 
     by_id: dict[int, ImageEntry] = {}

@@ -455,7 +455,7 @@ def run_demo(
     results: dict[str, Any] = {
         "methods": {m: scores.methods[m] for m in METHODS},
         "references": {report.FLOOR: {k: floor[k] for k in ("miou", "macc")}},
-        "targets": report.targets(scores.methods, floor["miou"]),
+        "targets": report.targets(scores.methods, floor["miou"], settings.steps_scale),
         "budgets": scores.budgets,
         "timings_s": dict(timings),
         "data": {

@@ -26,9 +26,7 @@ logger = logging.getLogger(__name__)
 def paper_eligible(index: PartDataIndex, image_position: int) -> torch.Tensor:
     """Which parts the official evaluation uses: polygons whose first ring has more than two points."""
     parts = index.images[image_position].parts
-    return torch.tensor(
-        [p.is_polygon and len(p.segmentation[0]) > 4 for p in parts], dtype=torch.bool
-    )
+    return torch.tensor([p.is_polygon and len(p.segmentation[0]) > 4 for p in parts], dtype=torch.bool)
 
 
 @torch.no_grad()
@@ -47,12 +45,18 @@ def evaluate(
     from tqdm import tqdm
 
     if not index.has_masks:
-        raise DataError(f"split '{index.split}' of {index.root} has no segmentation masks; "
-                        f"evaluation needs masks")
+        raise DataError(
+            f"split '{index.split}' of {index.root} has no segmentation masks; evaluation needs masks"
+        )
     image_size = model.image_encoder.img_size
     dataset = PartSegmentationDataset(index, SamTransform(image_size), with_masks=True)
-    loader = DataLoader(dataset, batch_size=batch_size or cfg.train.batch_size, shuffle=False,
-                        collate_fn=collate_parts, num_workers=cfg.data.num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size or cfg.train.batch_size,
+        shuffle=False,
+        collate_fn=collate_parts,
+        num_workers=cfg.data.num_workers,
+    )
     confusion = ConfusionMatrix(model.num_classes + 1)
     paper = PaperProtocol()
     was_training = model.prompter.training
@@ -60,18 +64,33 @@ def evaluate(
     for batch in tqdm(loader, desc=f"eval {index.split}", disable=not progress, dynamic_ncols=True):
         with autocast(device, cfg.train.amp):
             embeddings = model.embed(batch["images"].to(device)).float()
-        predictions = model.predict(embeddings, cfg.inference.score_threshold, cfg.inference.multimask)
+        predictions = model.predict(
+            embeddings,
+            cfg.inference.score_threshold,
+            cfg.inference.point_multimask,
+        )
         for pred, target in zip(predictions, batch["targets"]):
             height, width = target["original_size"]
             entry = index.images[target["index"]]
             probs_input = masks_to_input_frame(pred.mask_logits, image_size).sigmoid().cpu()
-            paper.update(probs_input, pred.labels.cpu(), target["masks"], target["labels"],
-                         paper_eligible(index, target["index"]))
+            paper.update(
+                probs_input,
+                pred.labels.cpu(),
+                target["masks"],
+                target["labels"],
+                paper_eligible(index, target["index"]),
+            )
             probs = masks_to_frame(pred.mask_logits, image_size, target["input_size"], (height, width))
-            pred_map = compose_semantic_map(probs.sigmoid().cpu(), pred.labels.cpu(), pred.scores.cpu(),
-                                            _probability(cfg.inference.mask_threshold))
+            pred_map = compose_semantic_map(
+                probs.sigmoid().cpu(),
+                pred.labels.cpu(),
+                pred.scores.cpu(),
+                _probability(cfg.inference.mask_threshold),
+            )
             gt_masks = torch.from_numpy(
-                _stack_masks([instance_mask(p, entry.height, entry.width) for p in entry.parts], height, width)
+                _stack_masks(
+                    [instance_mask(p, entry.height, entry.width) for p in entry.parts], height, width
+                )
             )
             gt_map = semantic_map_from_gt(gt_masks, target["labels"].cpu())
             confusion.update(pred_map, gt_map)
@@ -94,7 +113,8 @@ def _stack_masks(masks: list, height: int, width: int):
     stacked = np.stack(masks)
     if stacked.shape[1:] != (height, width):
         # The json's size disagreed with the file: resize the decoded masks to the image.
-        resized = torch.nn.functional.interpolate(torch.from_numpy(stacked)[None].float(), (height, width),
-                                                  mode="nearest")[0]
+        resized = torch.nn.functional.interpolate(
+            torch.from_numpy(stacked)[None].float(), (height, width), mode="nearest"
+        )[0]
         return resized.bool().numpy()
     return stacked

@@ -278,12 +278,13 @@ class Prompter(nn.Module):
             )
 
     def _matching_queries(self, memory: Tensor, groups: int) -> tuple[dict[str, Tensor], dict]:
-        """The matching queries' ``content`` [B, N, D] and ``pos`` [1, N, D] (learned) or ``anchor``
+        """The matching queries' ``content`` [B, N, D] and ``pos`` [B, N, D] (learned) or ``anchor``
         [B, N, G] (anchored recipes), and the two-stage proposals' outputs."""
         b, n = memory.shape[0], self.num_queries * groups
         if not self.recipe.uses_anchors:
             content = torch.zeros(b, n, memory.shape[-1], dtype=memory.dtype, device=memory.device)
-            return {"content": content, "pos": self.query_embed.weight[:n][None].to(memory.dtype)}, {}
+            pos = self.query_embed.weight[:n][None].expand(b, -1, -1).to(memory.dtype)
+            return {"content": content, "pos": pos}, {}
         content = self.query_content.weight[:n][None].expand(b, -1, -1).to(memory.dtype)
         if not self.recipe.two_stage:
             return {"content": content, "anchor": self.query_anchor[:n].sigmoid()[None].expand(b, -1, -1)}, {}

@@ -112,16 +112,17 @@ class WPSSAM(nn.Module):
 
     @torch.no_grad()
     def predict(
-        self, image_embeddings: Tensor, score_threshold: float = 0.0, multimask: bool = False
+        self, image_embeddings: Tensor, score_threshold: float = 0.0, point_multimask: bool = False
     ) -> list[PartPrediction]:
         """Kept queries and their SAM masks for each image of the batch.
 
         Queries whose argmax class is not "no part" (and whose probability reaches
         ``score_threshold``) are kept, as in the official inference; only kept queries are decoded,
-        all of the batch in one call. ``multimask``: decode SAM's three ambiguity-aware masks and keep
-        the one SAM's IoU head rates best (what SAM advises for a single click) instead of its
-        single-mask output (the official inference).
+        all of the batch in one call. ``point_multimask``: when the prompter emits point tokens, decode
+        SAM's three ambiguity-aware masks and keep the one SAM's IoU head rates best (what SAM advises
+        for a single click) instead of its single-mask output (the official inference).
         """
+        multimask = point_multimask and self.supervision == "point"
         outputs = self(image_embeddings)
         kept = [select_queries(logits, score_threshold) for logits in outputs["pred_logits"]]
         tokens = outputs["pred_tokens"]

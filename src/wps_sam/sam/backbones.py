@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 PROMPT_EMBED_DIM = 256
 SHIPPED_TINY_WEIGHTS = "sam_tiny.safetensors"
+# The digest of the shipped weights (how they were made: weights/PRETRAIN_LOG.md); checked at load.
+SHIPPED_TINY_SHA256 = "40b8a74e81192682d87960d15c94dede97f7dab99ae599abfcb2e8eb80862e67"
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ def build_sam(
     Args:
         kind: ``vit_b`` | ``vit_l`` | ``vit_h`` | ``vit_mini`` | ``tiny``.
         checkpoint: an official-layout file (plain state dict, ``.pth``) or ``.safetensors``;
-            ``None`` loads the weights shipped with the package (``tiny`` only);
+            ``None`` loads the weights shipped with the package (``tiny`` only; their digest must be
+            :data:`SHIPPED_TINY_SHA256`);
             ``"random"`` keeps random weights (tests only; warns).
         sha256: optional expected digest of ``checkpoint``.
         frozen: return the model in eval mode without gradients.
@@ -151,6 +154,7 @@ def build_sam(
         checkpoint = shipped_tiny_weights()
         if not checkpoint.is_file():
             raise CheckpointError(f"the shipped tiny SAM weights are missing from the install: {checkpoint}")
+        sha256 = sha256 or SHIPPED_TINY_SHA256
     # Check and read the file before building the model, so that a bad file fails fast (even vit_h).
     if str(checkpoint) == "random":
         warnings.warn(f"SAM {kind} has random weights: use this for tests only", stacklevel=2)

@@ -103,10 +103,14 @@ class ConvImageEncoder(nn.Module):
         self.img_size = img_size
         self.stem = _conv_bn(3, widths[0], stride=2)
         self.stages = nn.ModuleList(
-            nn.Sequential(_conv_bn(widths[i], widths[i + 1], stride=2), *(BasicBlock(widths[i + 1]) for _ in range(d)))
+            nn.Sequential(
+                _conv_bn(widths[i], widths[i + 1], stride=2), *(BasicBlock(widths[i + 1]) for _ in range(d))
+            )
             for i, d in enumerate(depths)
         )
-        self.context = nn.Sequential(*(GlobalAttentionBlock(widths[4], num_heads) for _ in range(attn_layers)))
+        self.context = nn.Sequential(
+            *(GlobalAttentionBlock(widths[4], num_heads) for _ in range(attn_layers))
+        )
         # Top-down pyramid: stride 32 -> 16 -> 8, plus the stride-4 detail folded into stride 8.
         self.lateral = nn.ModuleList(nn.Conv2d(widths[i], fpn_dim, 1) for i in (2, 3, 4))
         self.detail = nn.Conv2d(widths[1], fpn_dim, 3, stride=2, padding=1)

@@ -1,0 +1,168 @@
+"""The prompter ablation of the README: every convergence switch alone and together, and the dense prompter.
+
+Each variant trains on the demo's ToyParts data with the demo's WPS-SAM configuration
+(``configs/demo.yaml``) plus the variant's overrides, from boxes and from points, with the same seed
+and data; then it is scored on the held-out split:
+
+* ``miou``: the standard protocol's mIoU (``wps-sam eval``);
+* ``token_error``: where the prompter puts the parts, in SAM's own terms: each held-out part is paired
+  (Hungarian, on token distance, within its class) with a kept prediction, and the smooth-L1 between
+  the prediction's tokens and the teacher's tokens of the part is averaged over all parts; a part with
+  no prediction counts the error of the training set's mean teacher token. ``mean_token_error`` (that
+  error for every part) is the level of a prompter that has learned nothing about position.
+
+Two budgets: equal steps (``--steps``), and equal wall time: each variant again with as many steps as
+fit in the training time that the first variant (the demo's base) took for ``--steps``, from its own
+measured time per step (skipped where that is within 5% of ``--steps``: the first run is then both).
+
+    python benchmarks/recipes.py --data DEMO_OUT/toyparts --out ablation/ --steps 1500
+
+prints a markdown table and writes ``ablation/recipes.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from wps_sam.config import load_config
+from wps_sam.data.coco import load_split
+from wps_sam.data.datasets import PartSegmentationDataset
+from wps_sam.demo.runner import default_config_path
+from wps_sam.engine.trainer import train
+from wps_sam.evaluation.evaluator import evaluate
+from wps_sam.evaluation.token_error import mean_teacher_token, token_error
+from wps_sam.predictor import PartPredictor
+
+# (name, overrides on top of the demo's configuration). "paper" is the demo's base: the paper's
+# prompter and losses, scaled down for two CPU cores (configs/demo.yaml).
+VARIANTS: list[tuple[str, list[str]]] = [
+    ("paper", ["train.recipe=paper"]),
+    ("+ aux loss", ["train.recipe=paper", "prompter.aux_loss=true"]),
+    (
+        "+ geometry head",
+        ["train.recipe=paper", "prompter.geometry_head=true", "loss.cost_token=0", "loss.cost_class=2"],
+    ),
+    ("+ two-stage", ["train.recipe=paper", "prompter.two_stage=true"]),
+    ("+ one-to-many (3 groups)", ["train.recipe=paper", "prompter.groups=3"]),
+    ("+ denoising (3 groups)", ["train.recipe=paper", "prompter.dn_groups=3"]),
+    ("+ input standardisation", ["train.recipe=paper", "prompter.standardize_input=true"]),
+    ("all of the above (detr-fast)", ["train.recipe=detr-fast"]),
+    ("dense prompter", ["train.recipe=dense"]),
+]
+
+
+def run_variant(args, name: str, overrides: list[str], supervision: str, steps: int, tag: str) -> dict:
+    out = (
+        Path(args.out)
+        / f"{supervision}-{tag}-{name.replace(' ', '_').replace('+', 'plus').replace('(', '').replace(')', '')}"
+    )
+    fixed = [
+        f"data.root={args.data}",
+        f"data.supervision={supervision}",
+        f"train.max_steps={steps}",
+        f"train.seed={args.seed}",
+        "sam.type=tiny",
+        "train.validate=false",
+        f"train.cache_dir={Path(args.out) / 'embeddings'}",
+    ]
+    if args.sam_checkpoint:
+        fixed.append(f"sam.checkpoint={args.sam_checkpoint}")
+    cfg = load_config(default_config_path(), [*overrides, *fixed])
+    if not (out / "model.safetensors").is_file():
+        started = time.time()
+        train(cfg, out, progress=False)
+        seconds = time.time() - started
+        (out / "wall.json").write_text(json.dumps({"train_s": seconds}))
+    seconds = json.loads((out / "wall.json").read_text())["train_s"]
+    predictor = PartPredictor.from_run(out, "cpu", args.sam_checkpoint)
+    val = load_split(args.data, "val", class_names=predictor.class_names)
+    metrics = evaluate(predictor.model, val, predictor.cfg, predictor.device, progress=False)
+    cfg = predictor.cfg
+    datasets = [
+        PartSegmentationDataset(split, predictor.transform, cfg.data.supervision, cfg.data.point_mode)
+        for split in (load_split(args.data, "train", class_names=predictor.class_names), val)
+    ]
+    err, base = token_error(predictor.model, datasets[1], mean_teacher_token(predictor.model, datasets[0]))
+    return {
+        "variant": name,
+        "supervision": supervision,
+        "budget": tag,
+        "steps": steps,
+        "train_s": round(seconds, 1),
+        "s_per_step": round(seconds / steps, 4),
+        "miou": metrics["miou"],
+        "token_error": err,
+        "mean_token_error": base,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sam-checkpoint")
+    ap.add_argument("--supervision", nargs="*", default=["box", "point"])
+    ap.add_argument("--only", nargs="*", help="variant names to run (default all)")
+    args = ap.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    results_path = Path(args.out) / "recipes.json"
+    rows = json.loads(results_path.read_text()) if results_path.is_file() else []
+    done = {(r["variant"], r["supervision"], r["budget"]) for r in rows}
+    variants = [v for v in VARIANTS if not args.only or v[0] in args.only]
+    for supervision in args.supervision:
+        for budget in ("equal steps", "equal time"):
+            base = (
+                next(
+                    r
+                    for r in rows
+                    if r["supervision"] == supervision
+                    and r["budget"] == "equal steps"
+                    and r["variant"] == VARIANTS[0][0]
+                )
+                if budget == "equal time"
+                else None
+            )
+            for name, overrides in variants:
+                if (name, supervision, budget) in done:
+                    continue
+                steps = args.steps
+                if base is not None:
+                    own = next(
+                        r
+                        for r in rows
+                        if r["supervision"] == supervision
+                        and r["budget"] == "equal steps"
+                        and r["variant"] == name
+                    )
+                    steps = int(round(base["train_s"] / own["s_per_step"]))
+                    if abs(steps - args.steps) <= 0.05 * args.steps:
+                        rows.append({**own, "budget": budget, "note": "same as equal steps (within 5%)"})
+                        results_path.write_text(json.dumps(rows, indent=1))
+                        continue
+                row = run_variant(args, name, overrides, supervision, steps, budget.replace(" ", "-"))
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                results_path.write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| supervision | variant | budget | steps | s/step | mIoU % | token error (mean-token level) |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['supervision']} | {r['variant']} | {r['budget']} | {r['steps']} | {r['s_per_step']:.3f} | "
+            f"{100 * r['miou']:.1f} | {r['token_error']:.4f} ({r['mean_token_error']:.4f}) |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
