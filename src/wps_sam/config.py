@@ -70,6 +70,7 @@ class PrompterConfig:
     dense_width: int = 128
     dense_dilations: str = "1,2,4,8,1"
     dense_max_parts: int = 30  # peaks kept per image at inference (highest first)
+    dense_input_dropout: float = 0.0  # channel dropout on SAM's embedding in training
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class TrainConfig:
     cache: bool = True  # run the frozen encoder once per image and train from the embedding cache
     cache_dir: str | None = None  # None: $WPS_SAM_CACHE or ~/.cache/wps-sam/embeddings
     compile_encoder: bool = False  # torch.compile the SAM encoder while building the cache
+    augment: str = "none"  # none | hflip (each training image also mirrored, its embedding cached)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ _CHOICES = {
     ("data", "supervision"): ("box", "point"),
     ("data", "point_mode"): ("interior", "box_center"),
     ("prompter", "kind"): ("detr", "dense"),
+    ("train", "augment"): ("none", "hflip"),
 }
 _POSITIVE = {
     ("prompter", "num_queries"),
@@ -268,8 +271,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("prompter.enc_layers must be >= 0 and prompter.dec_layers >= 1")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
         raise ConfigError(f"train.max_steps must be positive, got {cfg.train.max_steps}")
-    if not 0.0 <= cfg.prompter.dropout < 1.0:
-        raise ConfigError(f"prompter.dropout must be in [0, 1), got {cfg.prompter.dropout}")
+    for key in ("dropout", "dense_input_dropout"):
+        if not 0.0 <= getattr(cfg.prompter, key) < 1.0:
+            raise ConfigError(f"prompter.{key} must be in [0, 1), got {getattr(cfg.prompter, key)}")
     if cfg.train.warmup_steps < 0 or cfg.train.weight_decay < 0:
         raise ConfigError("train.warmup_steps and train.weight_decay must be >= 0")
     for f in fields(LossConfig):

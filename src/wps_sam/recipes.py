@@ -25,11 +25,13 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # Matching by geometry (DETR's L1 5 and GIoU 2) rather than by 512-value token distances,
         # and "no part" down-weighted as in DETR.
         "loss": {"cost_class": 2.0, "cost_token": 0.0, "weight_token": 1.0, "eos_coef": 0.1},
+        "train": {"augment": "hflip"},
         "inference": {"point_multimask": True},
     },
     # Per-cell heat maps and geometry (modeling/dense_prompter.py).
     "dense": {
         "prompter": {"kind": "dense", "standardize_input": True},
+        "train": {"augment": "hflip"},
         "inference": {"point_multimask": True},
     },
 }

@@ -167,3 +167,22 @@ def test_unreadable_images_name_the_file(tmp_path):
         read_image(bad)
     with pytest.raises(DataError, match="absent.png.*not found"):
         read_image(tmp_path / "absent.png")
+
+
+def test_mirrored_items_are_the_flipped_image_and_annotations(tmp_path):
+    from wps_sam.data.coco import load_split
+    from wps_sam.data.datasets import PartSegmentationDataset
+    from wps_sam.data.transforms import SamTransform
+
+    write_part_dataset(tmp_path, "train", 2, size_range=(30, 50), seed=4, segmentation="mixed")
+    index = load_split(tmp_path, "train")
+    plain = PartSegmentationDataset(index, SamTransform(64), with_masks=True)
+    mirror = PartSegmentationDataset(index, SamTransform(64), with_masks=True, mirrored=True)
+    for i in range(2):
+        a, b = plain[i], mirror[i]
+        h, w = a["input_size"]
+        assert torch.equal(b["image"][:, :h, :w], a["image"][:, :h, :w].flip(-1))
+        assert torch.equal(b["masks"][:, :h, :w], a["masks"][:, :h, :w].flip(-1))
+        width = index.images[i].width * 64 / max(index.images[i].height, index.images[i].width)
+        torch.testing.assert_close(b["boxes"][:, [0, 2]], width - a["boxes"][:, [2, 0]])
+        assert torch.equal(b["labels"], a["labels"])

@@ -217,7 +217,8 @@ def test_demo_smoke(tmp_path):
     # steps_scale=2 doubles every trained method's steps: 2 -> 4 prompter steps, 1 -> 2 LR-ASPP steps.
     assert saved["budgets"]["wps-sam-box"]["image_passes"] == 8
     assert saved["settings"]["steps_scale"] == 2 and saved["configs"]["wps-sam-box"]["train"]["max_steps"] == 4
-    assert saved["budgets"]["wps-sam-box"]["encoder_pass"]["encoded"] == 4
+    # The 4 training images and, for the default recipe's hflip augmentation, their mirror images.
+    assert saved["budgets"]["wps-sam-box"]["encoder_pass"]["encoded"] == 8
     assert saved["budgets"]["fully-supervised"]["steps"] == 2
     assert saved["budgets"]["fully-supervised-sam-head"]["steps"] == 4
     floor = saved["references"]["all-background"]

@@ -22,10 +22,13 @@ from ..errors import DataError
 from ..hashing import sha256_of
 from .coco import load_split
 from .datasets import TARGET_KEYS, PartSegmentationDataset
-from .images import image_size, read_image
+from .images import image_size
 from .transforms import SamTransform
 
 logger = logging.getLogger(__name__)
+
+# The cache variant of the embeddings of mirrored images (CacheContext.variant).
+MIRRORED = "hflip"
 
 
 class ImageLoader:
@@ -35,7 +38,7 @@ class ImageLoader:
         self.dataset = dataset
 
     def __call__(self, i: int) -> Tensor:
-        return self.dataset.transform.apply_image(read_image(self.dataset.index.images[i].path))
+        return self.dataset.transform.apply_image(self.dataset.read_image(i))
 
 
 def dataset_keys(dataset: PartSegmentationDataset, context: CacheContext) -> list[str]:
@@ -115,6 +118,8 @@ def cache_dataset(
     Under torchrun every rank calls this: each encodes its share (:meth:`EmbeddingCache.build`),
     then all wait for each other and re-read the index.
     """
+    if dataset.mirrored and context.variant != MIRRORED:
+        raise ValueError(f"a mirrored data set's embeddings need the {MIRRORED!r} cache variant")
     if context.image_size != dataset.transform.image_size:
         raise ValueError(
             f"context is for {context.image_size} px inputs, the data set makes "

@@ -466,3 +466,26 @@ def rescale_entry(entry: ImageEntry, height: int, width: int) -> ImageEntry:
         box = (p.box * np.array([sx, sy, sx, sy])).astype(np.float32)
         parts.append(PartInstance(p.ann_id, p.label, box, seg, p.is_polygon, p.iscrowd))
     return ImageEntry(entry.image_id, entry.file_name, entry.path, height, width, parts)
+
+
+def mirror_entry(entry: ImageEntry) -> ImageEntry:
+    """``entry`` mirrored left-right: the annotations of the horizontally flipped image.
+
+    Polygon x-coordinates (pixel corners) become ``width - x``; an RLE mask is decoded, flipped and
+    encoded again; a box XYXY becomes ``(width - x1, y0, width - x0, y1)``.
+    """
+    from pycocotools import mask as mask_utils
+
+    w = entry.width
+    parts = []
+    for p in entry.parts:
+        seg = p.segmentation
+        if seg is not None and p.is_polygon:
+            seg = [[w - v if i % 2 == 0 else v for i, v in enumerate(poly)] for poly in seg]
+        elif seg is not None:
+            flipped = np.asfortranarray(instance_mask(p, entry.height, w)[:, ::-1], dtype=np.uint8)
+            rle = mask_utils.encode(flipped)
+            seg = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        box = np.array([w - p.box[2], p.box[1], w - p.box[0], p.box[3]], np.float32)
+        parts.append(PartInstance(p.ann_id, p.label, box, seg, p.is_polygon, p.iscrowd))
+    return ImageEntry(entry.image_id, entry.file_name, entry.path, entry.height, w, parts)

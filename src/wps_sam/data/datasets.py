@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wps_sam.data.coco import ImageEntry, PartDataIndex, instance_mask, rescale_entry
+from wps_sam.data.coco import ImageEntry, PartDataIndex, instance_mask, mirror_entry, rescale_entry
 from wps_sam.data.images import read_image
 from wps_sam.data.targets import POINT_MODES, weak_points
 from wps_sam.data.transforms import SamTransform
@@ -42,6 +42,7 @@ class PartSegmentationDataset(Dataset):
     (per process: with a DataLoader, use ``persistent_workers=True`` to keep the cache across epochs).
     When the image file's size differs from the json's height/width, the file wins: annotations are
     scaled to it and the repair is recorded in ``index.repaired`` (in the process that saw it).
+    With ``mirrored`` every image and its annotations are flipped left-right (augmentation).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class PartSegmentationDataset(Dataset):
         supervision: str = "box",
         point_mode: str = "interior",
         with_masks: bool = False,
+        mirrored: bool = False,
     ) -> None:
         if supervision not in SUPERVISIONS:
             raise ValueError(f"unknown supervision {supervision!r}; expected one of {SUPERVISIONS}")
@@ -70,6 +72,7 @@ class PartSegmentationDataset(Dataset):
         self.supervision = supervision
         self.point_mode = point_mode
         self.with_masks = with_masks
+        self.mirrored = mirrored
         self._points: dict[int, np.ndarray] = {}  # image index -> [N, 2] original frame
         self._rescaled: set[int] = set()
 
@@ -77,7 +80,12 @@ class PartSegmentationDataset(Dataset):
         return len(self.index.images)
 
     def _entry_for(self, i: int, height: int, width: int) -> ImageEntry:
-        """The annotations of image ``i`` in the frame of its file, ``height`` x ``width``."""
+        """The annotations of image ``i`` in the frame of its file, ``height`` x ``width`` (mirrored
+        when the data set is)."""
+        entry = self._file_frame_entry(i, height, width)
+        return mirror_entry(entry) if self.mirrored else entry
+
+    def _file_frame_entry(self, i: int, height: int, width: int) -> ImageEntry:
         entry = self.index.images[i]
         if (entry.height, entry.width) == (height, width):
             return entry
@@ -117,10 +125,15 @@ class PartSegmentationDataset(Dataset):
             item["masks"] = t.apply_masks(masks, original_size)
         return item
 
+    def read_image(self, i: int) -> np.ndarray:
+        """Image ``i`` as uint8 [H, W, 3] RGB (mirrored when the data set is)."""
+        image = read_image(self.index.images[i].path)
+        return np.ascontiguousarray(image[:, ::-1]) if self.mirrored else image
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} images")
-        image = read_image(self.index.images[i].path)
+        image = self.read_image(i)
         item = self.targets(i, (int(image.shape[0]), int(image.shape[1])))
         item["image"] = self.transform.apply_image(image)
         return item

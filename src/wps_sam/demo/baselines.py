@@ -255,8 +255,11 @@ def fit_segmenter(
     seed: int = 0,
     desc: str = "fit",
     progress: bool = True,
+    class_weights: Tensor | None = None,
 ) -> dict:
     """Train ``model`` with pixel-wise cross-entropy (``IGNORE`` pixels left out) for ``steps`` steps.
+
+    ``class_weights`` [L]: per-label weights of the cross-entropy (:func:`balanced_class_weights`).
 
     ``batch(indices, flip)`` returns (logits [B, L, S, S], labels [B, S, S]) for the given items,
     mirrored left-right when ``flip``; the data order of epoch e is :func:`epoch_order` of (seed, e),
@@ -280,7 +283,7 @@ def fit_segmenter(
         idx = order[position * batch_size : (position + 1) * batch_size]
         flip = bool(torch.rand((), generator=flips) < 0.5)
         logits, labels = batch(idx, flip)
-        loss = F.cross_entropy(logits, labels.long(), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits, labels.long(), weight=class_weights, ignore_index=IGNORE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -297,6 +300,17 @@ def fit_segmenter(
         "seconds": round(time.time() - started, 2),
         "final_loss": loss_avg,
     }
+
+
+def balanced_class_weights(labels: Tensor, num_labels: int) -> Tensor:
+    """[L] cross-entropy weights from label maps (``IGNORE`` left out): the square root of the
+    inverse frequency, mean 1, so that small parts count against the background (as the probe
+    of ``shared/tools/feature_probe.py`` weighs them)."""
+    counts = torch.bincount(labels[labels != IGNORE].long().flatten(), minlength=num_labels)[
+        :num_labels
+    ].float()
+    weights = (counts.sum() / (counts + 1)).sqrt()
+    return weights / weights.mean()
 
 
 def _to_original(logits: Tensor, input_size: tuple[int, int], original_size: tuple[int, int]) -> Tensor:
@@ -330,13 +344,15 @@ def lraspp_predictor(model: nn.Module, data: SemanticSplit) -> MapFn:
 
 
 def head_batch(
-    head: nn.Module, embeddings: Tensor, data: SemanticSplit
+    head: nn.Module, embeddings: Tensor, data: SemanticSplit, mirrored: Tensor | None = None
 ) -> Callable[[list[int], bool], tuple[Tensor, Tensor]]:
     """The ``batch`` function of :func:`fit_segmenter` for a head on frozen embeddings.
 
     The loss is taken at the head's own resolution (4h x 4w, that of SAM's mask logits), on label
     maps sampled there at pixel centres. A mirrored embedding is not the embedding of the mirrored
-    image, so ``flip`` is ignored.
+    image: ``flip`` takes the embeddings of the mirrored images, ``mirrored`` (those WPS-SAM trains
+    on with ``train.augment=hflip``), with mirrored labels; without them it is ignored. (The images
+    are square here, so the whole frame mirrors.)
     """
     side = 4 * embeddings.shape[-1]
     labels = F.interpolate(data.labels[:, None].float(), (side, side), mode="nearest-exact")[:, 0].to(
@@ -344,6 +360,8 @@ def head_batch(
     )
 
     def batch(idx: list[int], flip: bool) -> tuple[Tensor, Tensor]:
+        if flip and mirrored is not None:
+            return head(mirrored[idx]), labels[idx].flip(-1)
         return head(embeddings[idx]), labels[idx]
 
     return batch

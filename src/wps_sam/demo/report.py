@@ -72,7 +72,9 @@ def targets(
         if floor is not None and value is not None and value <= floor + FLOOR_TOLERANCE:
             target["pass"] = False
             target["note"] = f"{method} predicts no part (all-background mIoU {floor:.4f})"
-        elif floor is not None and reference in BASELINES and ref is not None and ref < floor + BASELINE_MARGIN:
+        elif (
+            floor is not None and reference in BASELINES and ref is not None and ref < floor + BASELINE_MARGIN
+        ):
             target["pass"] = False
             target["note"] = f"{reference} is within {BASELINE_MARGIN:.2f} of the all-background floor"
         out.append(target)

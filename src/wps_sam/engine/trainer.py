@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 from segment_anything.modeling import Sam
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..build import build_denoiser, build_sam_from_config, build_training_criterion, build_wps_sam
 from ..cache import CacheContext, EmbeddingCache, default_cache_dir, sam_fingerprint
 from ..config import Config, config_to_dict, save_config
-from ..data.cached import CachedEmbeddingDataset, cache_dataset, collate_cached
+from ..data.cached import MIRRORED, CachedEmbeddingDataset, cache_dataset, collate_cached
 from ..data.checks import triaged_split
 from ..data.coco import PartDataIndex, find_annotation_file
 from ..data.datasets import PartSegmentationDataset, collate_parts
@@ -156,14 +156,18 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool) -> _Run:
     if sam_sha256 != "random":
         cfg = dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, sha256=sam_sha256))
     model = build_wps_sam(cfg, len(class_names), sam).to(device)
-    dataset = PartSegmentationDataset(
-        index, SamTransform(sam.image_encoder.img_size), cfg.data.supervision, cfg.data.point_mode
-    )
-    train_set, collate, cache = _embedding_source(model, sam, dataset, cfg, device, progress and rank == 0)
-    steps_per_epoch = math.ceil(len(dataset) / cfg.train.batch_size) // world_size
+    datasets = [
+        PartSegmentationDataset(
+            index, SamTransform(sam.image_encoder.img_size), cfg.data.supervision, cfg.data.point_mode,
+            mirrored=mirrored,
+        )
+        for mirrored in ((False, True) if cfg.train.augment == "hflip" else (False,))
+    ]  # fmt: skip
+    train_set, collate, cache = _embedding_source(model, sam, datasets, cfg, device, progress and rank == 0)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.train.batch_size) // world_size
     if steps_per_epoch == 0:
         raise DataError(
-            f"{len(dataset)} images make fewer batches of {cfg.train.batch_size} than the "
+            f"{len(train_set)} images make fewer batches of {cfg.train.batch_size} than the "
             f"{world_size} processes: lower --batch-size"
         )
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
@@ -305,25 +309,30 @@ def _validate(run: _Run, epoch: int, bar: Any) -> None:
 def _embedding_source(
     model: WPSSAM,
     sam: Sam,
-    dataset: PartSegmentationDataset,
+    datasets: list[PartSegmentationDataset],
     cfg: Config,
     device: torch.device,
     progress: bool,
 ) -> tuple[Dataset, Callable, EmbeddingCache | None]:
-    """What the training loader reads: cached embeddings (encoder run once per image) or images."""
+    """What the training loader reads, the data sets one after the other: cached embeddings (the
+    encoder runs once per image and variant) or images."""
     if not cfg.train.cache:
-        return dataset, collate_parts, None
+        return ConcatDataset(datasets), collate_parts, None
     bf16 = cfg.train.amp and device.type == "cuda"
     runner = EncoderRunner(
         model.image_encoder, dtype=torch.bfloat16 if bf16 else None, compile=cfg.train.compile_encoder
     )
     context = CacheContext(sam_fingerprint(sam), model.image_encoder.img_size, runner.precision)
     cache = EmbeddingCache(cfg.train.cache_dir or default_cache_dir())
-    keys = cache_dataset(
-        dataset, cache, runner, context, cfg.train.batch_size, cfg.data.num_workers, progress
-    )
-    resident = device.type == "cuda" and cache.make_resident(keys, device)
-    return CachedEmbeddingDataset(dataset, cache, keys, read_embeddings=not resident), collate_cached, cache
+    sources = []
+    for dataset in datasets:
+        variant = dataclasses.replace(context, variant=MIRRORED) if dataset.mirrored else context
+        keys = cache_dataset(
+            dataset, cache, runner, variant, cfg.train.batch_size, cfg.data.num_workers, progress
+        )
+        resident = device.type == "cuda" and cache.make_resident(keys, device)
+        sources.append(CachedEmbeddingDataset(dataset, cache, keys, read_embeddings=not resident))
+    return ConcatDataset(sources), collate_cached, cache
 
 
 def _check_resumable(state: dict[str, Any], cfg: Config, class_names: list[str], out: Path) -> None:
