@@ -10,10 +10,20 @@ from tests.data.fixtures import write_part_dataset
 
 from wps_sam.cli import main
 from wps_sam.export import decode_rle
+from wps_sam.recipes import DEFAULT_RECIPE
 
+# Steps of the end-to-end run: the dense prompter's heat-map loss is a sum over cells and falls
+# more slowly from its start.
+STEPS = {"paper": 24, DEFAULT_RECIPE: 48}
 SMALL_PROMPTER = [
-    "prompter.enc_layers=1", "prompter.dec_layers=2", "prompter.hidden_dim=64", "prompter.nheads=4",
-    "prompter.dim_feedforward=128", "prompter.num_queries=8", "train.warmup_steps=2", "train.log_every=1",
+    "prompter.enc_layers=1",
+    "prompter.dec_layers=2",
+    "prompter.hidden_dim=64",
+    "prompter.nheads=4",
+    "prompter.dim_feedforward=128",
+    "prompter.num_queries=8",
+    "train.warmup_steps=2",
+    "train.log_every=1",
 ]
 
 
@@ -38,17 +48,42 @@ def _losses(run):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["paper", DEFAULT_RECIPE])
 @pytest.mark.parametrize("supervision", ["box", "point"])
-def test_train_eval_predict(tmp_path, sam_file, data_root, supervision):
+def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
     run = tmp_path / f"run-{supervision}"
-    code = main(["train", "--data", str(data_root), "--out", str(run), "--sam-type", "vit_mini",
-                 "--sam-checkpoint", str(sam_file), "--supervision", supervision, "--max-steps", "24",
-                 "--batch-size", "4", "--lr", "1e-3", "--no-progress", "--set", *SMALL_PROMPTER])
+    steps = STEPS[recipe]
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data_root),
+            "--out",
+            str(run),
+            "--sam-type",
+            "vit_mini",
+            "--recipe",
+            recipe,
+            "--sam-checkpoint",
+            str(sam_file),
+            "--supervision",
+            supervision,
+            "--max-steps",
+            str(steps),
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--no-progress",
+            "--set",
+            *SMALL_PROMPTER,
+        ]
+    )
     assert code == 0
     for name in ("config.yaml", "model.safetensors", "metrics.jsonl", "resume.pt"):
         assert (run / name).is_file(), name
     losses = _losses(run)
-    assert len(losses) == 24
+    assert len(losses) == steps
     assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
 
     assert main(["eval", str(run), "--data", str(data_root), "--split", "val", "--no-progress"]) == 0
@@ -81,9 +116,29 @@ def test_eval_without_masks_is_one_line(tmp_path, sam_file, capsys):
     write_part_dataset(root, "train", 4, segmentation="none", seed=3)
     write_part_dataset(root, "val", 2, segmentation="none", seed=4)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--out", str(run), "--sam-type", "vit_mini", "--sam-checkpoint",
-                 str(sam_file), "--max-steps", "2", "--batch-size", "2", "--no-progress",
-                 "--set", *SMALL_PROMPTER]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--out",
+                str(run),
+                "--sam-type",
+                "vit_mini",
+                "--sam-checkpoint",
+                str(sam_file),
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--no-progress",
+                "--set",
+                *SMALL_PROMPTER,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["eval", str(run), "--data", str(root), "--split", "val", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load_file
 from tests.data.fixtures import write_part_dataset
 
+from wps_sam.config import load_config
+
 SMALL_PROMPTER = [
     "prompter.enc_layers=1", "prompter.dec_layers=1", "prompter.hidden_dim=32", "prompter.nheads=2",
     "prompter.dim_feedforward=64", "prompter.num_queries=4", "train.warmup_steps=1", "train.log_every=1",
@@ -31,10 +33,12 @@ def test_two_process_training(tmp_path, mini_sam):
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    # 8 images, batches of 2 per rank, 2 ranks: 2 optimiser steps per epoch, 4 in all, logged by rank 0.
+    # 8 images and their mirror images (the default recipe's hflip), batches of 2 per rank, 2 ranks:
+    # 4 optimiser steps per epoch, 8 in all, logged by rank 0.
+    assert load_config().train.augment == "hflip"
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 8
     weights = load_file(run / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in weights.values())
-    # Both ranks encoded their share of the images into the shared cache.
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    # Both ranks encoded their share of the images, and of their mirror images, into the shared cache.
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4

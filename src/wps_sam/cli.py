@@ -354,10 +354,7 @@ def _add_sam_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sam-sha256", type=_sha256_arg, help="refuse the checkpoint unless its sha256 is this")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="wps-sam", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a prompter from boxes or points")
     p.add_argument("--data", help="data root (PartImageNet layout)")
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
@@ -395,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run on a split (standard and paper protocols)")
     p.add_argument("run")
     p.add_argument("--data", required=True)
@@ -406,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 
+
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment parts in new images")
     p.add_argument("run")
     p.add_argument("inputs", nargs="+", help="image files or folders")
@@ -416,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_check_data_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check-data", help="triage a data set: what train/eval will skip or repair, and why")
     p.add_argument("--data", required=True, help="data root (PartImageNet layout)")
     p.add_argument("--split", default="train")
@@ -425,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_check_data)
 
+
+def _add_cache_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="precompute the frozen encoder's embeddings of a split")
     p.add_argument("--data")
     p.add_argument("--split", default="train")
@@ -439,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_cache)
 
+
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark the official recipe against ours on this device")
     p.add_argument("--device", help="default: cuda when available, else cpu")
     p.add_argument("--sam-type", choices=list(SAM_TYPES))
@@ -452,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_bench)
 
+
+def _add_pretrain_sam_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain-sam", help="pre-train the tiny SAM (generic shapes; ToyParts-world object labels)"
     )
@@ -475,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_pretrain_sam)
 
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the offline demo: ToyParts, WPS-SAM from boxes and points, baselines")
     p.add_argument("--out", default="demo-out", help="output folder (data and embeddings in it are reused)")
     p.add_argument("--quick", action="store_true", help="a small, fast run (a smoke test, not the results)")
@@ -483,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="K",
-        help="train every method K times as many steps (default 1: the 10-minute budget)",
+        help="train every method K times as many steps (default 1: the 15-minute budget)",
     )
     p.add_argument("--sam-checkpoint", help="tiny SAM weights (default: the ones shipped in the package)")
     p.add_argument("--seed", type=int, default=0, help="seed of every trained method")
@@ -499,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="data set tools")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("toyparts", help="generate the ToyParts benchmark (PartImageNet layout)")
@@ -509,6 +522,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     _add_common(q)
     q.set_defaults(func=cmd_data_toyparts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wps-sam", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_train_parser,
+        _add_eval_parser,
+        _add_predict_parser,
+        _add_check_data_parser,
+        _add_cache_parser,
+        _add_bench_parser,
+        _add_pretrain_sam_parser,
+        _add_demo_parser,
+        _add_data_parser,
+    ):
+        add(sub)
     return parser
 
 

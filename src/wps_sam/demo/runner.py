@@ -383,6 +383,57 @@ def _fully_supervised_stages(
     )
 
 
+@dataclass
+class _Data:
+    """The demo's data set: where it is, how it was made, and its two splits."""
+
+    root: Path
+    manifest: dict[str, Any]
+    reused: bool
+    train_index: PartDataIndex
+    val: _Split
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root.resolve()),
+            "reused": self.reused,
+            "generation": self.manifest,
+            "train_images": len(self.train_index.images),
+            "val_images": len(self.val.index.images),
+            "train_parts": self.train_index.num_parts,
+            "val_parts": self.val.index.num_parts,
+            "classes": self.train_index.class_names,
+        }
+
+
+def _prepare_data(root: Path, settings: DemoSettings, progress: bool) -> _Data:
+    manifest, reused = prepare_toyparts(root, settings, progress)
+    train_index = load_split(root, "train")
+    val_index = load_split(root, "val", class_names=train_index.class_names)
+    if not train_index.images or not val_index.images:
+        raise DataError(f"{root}: the demo needs training and held-out images")
+    gt_maps = [baselines.gt_semantic_map(e) for e in val_index.images]
+    val = _Split(val_index, gt_maps, list(range(min(settings.grid_images, len(val_index.images)))))
+    return _Data(root, manifest, reused, train_index, val)
+
+
+def _record_encoder_pass(scores: _Scores, encoding: dict[str, dict[str, float]]) -> None:
+    """WPS-SAM's training compute is the prompter's steps plus one pass of the frozen encoder over the
+    training images and their mirror images (the embeddings stage; 0 s when an earlier run left them
+    in the cache)."""
+    passes = [encoding[k] for k in ("train", MIRRORED_TRAIN) if k in encoding]
+    for name in ("wps-sam-box", "wps-sam-point"):
+        scores.budgets[name]["encoder_pass"] = {
+            "encoded": sum(p["encoded"] for p in passes),
+            "seconds": round(sum(p["seconds"] for p in passes), 2),
+        }
+    scores.budgets["fully-supervised"]["note"] = (
+        "LR-ASPP MobileNetV3-Large from scratch on the full masks, no pretrained weights; its step budget "
+        "(DemoSettings.fs_steps) makes its training time comparable to wps-sam-box's: the prompter's "
+        "training plus one encoder pass over the training images"
+    )
+
+
 def run_demo(
     out: str | Path,
     settings: DemoSettings | None = None,
@@ -417,22 +468,17 @@ def run_demo(
     started = time.time()
 
     with timings.stage("data"):
-        root = out / "toyparts"
-        manifest, reused = prepare_toyparts(root, settings, progress)
-        train_index = load_split(root, "train")
-        val_index = load_split(root, "val", class_names=train_index.class_names)
-        if not train_index.images or not val_index.images:
-            raise DataError(f"{root}: the demo needs training and held-out images")
-        gt_maps = [baselines.gt_semantic_map(e) for e in val_index.images]
-        val = _Split(val_index, gt_maps, list(range(min(settings.grid_images, len(val_index.images)))))
-
+        data = _prepare_data(out / "toyparts", settings, progress)
+    val, train_index = data.val, data.train_index
     configs = {
-        supervision: _wps_sam_config(settings, root, out / "embeddings", supervision, seed, sam_checkpoint)
+        supervision: _wps_sam_config(
+            settings, data.root, out / "embeddings", supervision, seed, sam_checkpoint
+        )
         for supervision in ("box", "point")
     }
     with timings.stage("embeddings"):
         sam = build_sam("tiny", sam_checkpoint)
-        splits = {"train": (train_index, False), "val": (val_index, False)}
+        splits = {"train": (train_index, False), "val": (val.index, False)}
         if any(cfg.train.augment == "hflip" for cfg in configs.values()):
             splits[MIRRORED_TRAIN] = (train_index, True)
         embeddings, encoding = _encode_splits(sam, splits, out / "embeddings", progress)
@@ -442,36 +488,17 @@ def run_demo(
         _wps_sam_stage(
             cfg, out / "runs" / f"wps-sam-{supervision}", val, sam_checkpoint, timings, scores, progress
         )
+    oracle = baselines.SamBoxOracle(sam, val.index, embeddings["val"])
+    _score_stage("sam-gt-box-oracle", oracle, val, timings, scores, progress)
     _score_stage(
-        "sam-gt-box-oracle",
-        baselines.SamBoxOracle(sam, val_index, embeddings["val"]),
-        val,
-        timings,
-        scores,
-        progress,
-    )
-    _score_stage(
-        "box-fill", lambda i: baselines.box_fill_map(val_index.images[i]), val, timings, scores, progress
+        "box-fill", lambda i: baselines.box_fill_map(val.index.images[i]), val, timings, scores, progress
     )
     _fully_supervised_stages(train_index, val, embeddings, settings, seed, timings, scores, progress)
-
-    # WPS-SAM's training compute is the prompter's steps plus one pass of the frozen encoder over the
-    # training images (the embeddings stage; 0 s when an earlier run left them in the cache).
-    for name in ("wps-sam-box", "wps-sam-point"):
-        passes = [encoding[k] for k in ("train", MIRRORED_TRAIN) if k in encoding]
-        scores.budgets[name]["encoder_pass"] = {
-            "encoded": sum(p["encoded"] for p in passes),
-            "seconds": round(sum(p["seconds"] for p in passes), 2),
-        }
-    scores.budgets["fully-supervised"]["note"] = (
-        "LR-ASPP MobileNetV3-Large from scratch on the full masks, no pretrained weights; its step budget "
-        "(DemoSettings.fs_steps) makes its training time comparable to wps-sam-box's: the prompter's "
-        "training plus one encoder pass over the training images"
-    )
+    _record_encoder_pass(scores, encoding)
 
     # What a method that predicts no part scores: the floor every trained method starts from.
     floor = baselines.score(
-        lambda i: torch.zeros_like(gt_maps[i]), gt_maps, val_index.class_names, report.FLOOR, progress
+        lambda i: torch.zeros_like(val.gt_maps[i]), val.gt_maps, val.index.class_names, report.FLOOR, progress
     )
     results: dict[str, Any] = {
         "methods": {m: scores.methods[m] for m in METHODS},
@@ -479,21 +506,13 @@ def run_demo(
         "targets": report.targets(scores.methods, floor["miou"], settings.steps_scale),
         "budgets": scores.budgets,
         "timings_s": dict(timings),
-        "data": {
-            "root": str(root.resolve()),
-            "reused": reused,
-            "generation": manifest,
-            "train_images": len(train_index.images),
-            "val_images": len(val_index.images),
-            "train_parts": train_index.num_parts,
-            "val_parts": val_index.num_parts,
-            "classes": train_index.class_names,
-        },
+        "data": data.summary(),
         "sam": {
             "type": "tiny",
             "checkpoint": sam_checkpoint or "shipped",
             "sha256": getattr(sam, "checkpoint_sha256", ""),
         },
+        "recipe": configs["box"].train.recipe,
         "configs": scores.configs,
         "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
         "seed": seed,
@@ -501,7 +520,7 @@ def run_demo(
         "environment": _environment(),
     }
     with timings.stage("report"):
-        report.write_figures(out, results, val_index, val.grid_ids, gt_maps, scores.grid_maps)
+        report.write_figures(out, results, val.index, val.grid_ids, val.gt_maps, scores.grid_maps)
     results["timings_s"] = dict(timings, total=round(time.time() - started, 2))
     report.write_markdown(out, results)
     atomic_write_json(out / report.RESULTS_JSON, results)
