@@ -51,7 +51,6 @@ def build_any_prompter(
             max_parts=p.dense_max_parts,
             peak_threshold=cfg.inference.peak_threshold,
             standardize_input=p.standardize_input,
-            input_dropout=p.dense_input_dropout,
         )
     return build_prompter(p, num_classes, embed_size, cfg.data.supervision)
 

@@ -70,7 +70,6 @@ class PrompterConfig:
     dense_width: int = 128
     dense_dilations: str = "1,2,4,8,1"
     dense_max_parts: int = 30  # peaks kept per image at inference (highest first)
-    dense_input_dropout: float = 0.0  # channel dropout on SAM's embedding in training
 
 
 @dataclass(frozen=True)
@@ -271,9 +270,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("prompter.enc_layers must be >= 0 and prompter.dec_layers >= 1")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
         raise ConfigError(f"train.max_steps must be positive, got {cfg.train.max_steps}")
-    for key in ("dropout", "dense_input_dropout"):
-        if not 0.0 <= getattr(cfg.prompter, key) < 1.0:
-            raise ConfigError(f"prompter.{key} must be in [0, 1), got {getattr(cfg.prompter, key)}")
+    if not 0.0 <= cfg.prompter.dropout < 1.0:
+        raise ConfigError(f"prompter.dropout must be in [0, 1), got {cfg.prompter.dropout}")
     if cfg.train.warmup_steps < 0 or cfg.train.weight_decay < 0:
         raise ConfigError("train.warmup_steps and train.weight_decay must be >= 0")
     for f in fields(LossConfig):

@@ -65,8 +65,6 @@ class DensePrompter(nn.Module):
         peak_threshold: heat-map score from which a peak is kept (see the module docstring).
         standardize_input: standardise SAM's embedding per channel with fixed statistics
             (:meth:`set_input_stats`).
-        input_dropout: in training, drop whole channels of the embedding with this probability (a
-            regulariser: 800 images are memorised within a few epochs otherwise).
     """
 
     def __init__(
@@ -80,7 +78,6 @@ class DensePrompter(nn.Module):
         max_parts: int = 30,
         peak_threshold: float = 0.3,
         standardize_input: bool = True,
-        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if kind not in GEOMETRY_DIMS:
@@ -91,7 +88,6 @@ class DensePrompter(nn.Module):
         self.standardizes_input = standardize_input
         self.register_buffer("input_mean", torch.zeros(1, embed_dim, 1, 1))
         self.register_buffer("input_std", torch.ones(1, embed_dim, 1, 1))
-        self.input_dropout = nn.Dropout2d(input_dropout)
         self.stem = nn.Conv2d(embed_dim, width, 1)
         self.blocks = nn.Sequential(*(_Block(width, d) for d in dilations), nn.GroupNorm(8, width), nn.ReLU())
         self.heatmap = _head(width, num_classes)
@@ -126,7 +122,7 @@ class DensePrompter(nn.Module):
         x = image_embeddings
         if self.standardizes_input:
             x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
-        x = self.blocks(self.stem(self.input_dropout(x)))
+        x = self.blocks(self.stem(x))
         raw = self.geometry(x).float().permute(0, 2, 3, 1)  # [B, h, w, G]
         grid = torch.tensor([self.embed_size[1], self.embed_size[0]], device=raw.device, dtype=raw.dtype)
         centre = (self.cells + raw[..., :2].sigmoid()) / grid
