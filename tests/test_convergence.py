@@ -34,6 +34,10 @@ def test_default_recipe_leaves_the_mean_token_level(tmp_path, mini_sam, supervis
     assert cfg.train.recipe == DEFAULT_RECIPE
     train(cfg, tmp_path / "run", progress=False)
     predictor = PartPredictor.from_run(tmp_path / "run", "cpu")
+    standardizer = predictor.model.prompter.standardizer  # fixed from the training embeddings
+    assert standardizer.mean.abs().sum() > 0 and not torch.equal(
+        standardizer.std, torch.ones_like(standardizer.std)
+    )
     split = load_split(tmp_path / "data", "train")
     dataset = PartSegmentationDataset(split, predictor.transform, supervision, cfg.data.point_mode)
     error, mean_level = token_error(predictor.model, dataset, mean_teacher_token(predictor.model, dataset))

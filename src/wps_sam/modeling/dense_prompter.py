@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .geometry import GEOMETRY_DIMS
 from .prompter import SAM_EMBED_DIM
+from .standardize import InputStandardizer
 
 _PRIOR = 0.1  # initial heat-map probability (CenterNet's bias of -2.19)
 
@@ -86,8 +87,8 @@ class DensePrompter(nn.Module):
         self.embed_dim, self.embed_size = embed_dim, tuple(embed_size)
         self.max_parts, self.peak_threshold = max_parts, peak_threshold
         self.standardizes_input = standardize_input
-        self.register_buffer("input_mean", torch.zeros(1, embed_dim, 1, 1))
-        self.register_buffer("input_std", torch.ones(1, embed_dim, 1, 1))
+        if standardize_input:
+            self.standardizer = InputStandardizer(embed_dim)
         self.stem = nn.Conv2d(embed_dim, width, 1)
         self.blocks = nn.Sequential(*(_Block(width, d) for d in dilations), nn.GroupNorm(8, width), nn.ReLU())
         self.heatmap = _head(width, num_classes)
@@ -106,8 +107,7 @@ class DensePrompter(nn.Module):
         """Per-channel mean and std [embed_dim] of the training embeddings."""
         if not self.standardizes_input:
             raise ValueError("set_input_stats: the prompter was built without standardize_input")
-        self.input_mean.copy_(mean.reshape(1, -1, 1, 1))
-        self.input_std.copy_(std.reshape(1, -1, 1, 1).clamp_min(1e-6))
+        self.standardizer.set_stats(mean, std)
 
     def dense(self, image_embeddings: Tensor) -> dict[str, Tensor]:
         """``{"heatmap": [B, C, h, w] logits, "geometry": [B, h, w, G] normalised}`` for every cell."""
@@ -121,7 +121,7 @@ class DensePrompter(nn.Module):
             )
         x = image_embeddings
         if self.standardizes_input:
-            x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+            x = self.standardizer(x)
         x = self.blocks(self.stem(x))
         raw = self.geometry(x).float().permute(0, 2, 3, 1)  # [B, h, w, G]
         grid = torch.tensor([self.embed_size[1], self.embed_size[0]], device=raw.device, dtype=raw.dtype)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .geometry import GEOMETRY_DIMS, inverse_sigmoid, sine_embedding
 from .proposals import EncoderProposals
 from .queries import DenoisingQueries, QueryRecipe, group_attention_mask
+from .standardize import InputStandardizer
 from .transformer import Transformer
 
 if TYPE_CHECKING:
@@ -172,8 +173,7 @@ class Prompter(nn.Module):
         kind = recipe.geometry or "box"  # two-stage proposals without a geometry head propose boxes
         dims = GEOMETRY_DIMS[kind]
         if recipe.standardize_input:
-            self.register_buffer("input_mean", torch.zeros(1, self.embed_dim, 1, 1))
-            self.register_buffer("input_std", torch.ones(1, self.embed_dim, 1, 1))
+            self.standardizer = InputStandardizer(self.embed_dim)
         if recipe.uses_anchors:
             # A query's position is the sine embedding of its anchor; its content starts learned.
             self.anchor_pos = nn.Sequential(
@@ -216,8 +216,7 @@ class Prompter(nn.Module):
         """Per-channel mean and std [embed_dim] of the training embeddings (``standardize_input``)."""
         if not self.recipe.standardize_input:
             raise ValueError("set_input_stats: the prompter was built without standardize_input")
-        self.input_mean.copy_(mean.reshape(1, -1, 1, 1))
-        self.input_std.copy_(std.reshape(1, -1, 1, 1).clamp_min(1e-6))
+        self.standardizer.set_stats(mean, std)
 
     def forward(self, image_embeddings: Tensor, denoising: DenoisingQueries | None = None) -> dict:
         """Predict classes and prompt tokens (or geometry) for every query.
@@ -241,7 +240,7 @@ class Prompter(nn.Module):
         recipe = self.recipe
         x = image_embeddings
         if recipe.standardize_input:
-            x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+            x = self.standardizer(x)
         memory, pos = self.transformer.encode(self.neck(x), self.pos_embed)  # [B, HW, D]
         groups = recipe.groups if self.training else 1
         queries, out = self._matching_queries(memory, groups)
