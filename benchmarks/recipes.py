@@ -54,11 +54,9 @@ VARIANTS: list[tuple[str, list[str]]] = [
 ]
 
 
-def run_variant(args, name: str, overrides: list[str], supervision: str, steps: int, tag: str) -> dict:
-    out = (
-        Path(args.out)
-        / f"{supervision}-{tag}-{name.replace(' ', '_').replace('+', 'plus').replace('(', '').replace(')', '')}"
-    )
+def run_variant(args, name: str, overrides: list[str], supervision: str, steps: int, budget: str) -> dict:
+    slug = f"{supervision} {budget} {name}".replace("+", "plus").replace("(", "").replace(")", "")
+    out = Path(args.out) / slug.replace(" ", "-")
     fixed = [
         f"data.root={args.data}",
         f"data.supervision={supervision}",
@@ -89,7 +87,7 @@ def run_variant(args, name: str, overrides: list[str], supervision: str, steps: 
     return {
         "variant": name,
         "supervision": supervision,
-        "budget": tag,
+        "budget": budget,
         "steps": steps,
         "train_s": round(seconds, 1),
         "s_per_step": round(seconds / steps, 4),
@@ -144,7 +142,7 @@ def main() -> None:
                         rows.append({**own, "budget": budget, "note": "same as equal steps (within 5%)"})
                         results_path.write_text(json.dumps(rows, indent=1))
                         continue
-                row = run_variant(args, name, overrides, supervision, steps, budget.replace(" ", "-"))
+                row = run_variant(args, name, overrides, supervision, steps, budget)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
                 results_path.write_text(json.dumps(rows, indent=1))

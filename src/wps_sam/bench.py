@@ -256,7 +256,7 @@ def run_benchmark(
     """Measure everything the module docstring lists; write and return the result.
 
     Args:
-        device: ``cuda``, ``cuda:N`` or ``cpu`` (the CPU mode: use ``sam_type="tiny"``, small N, K).
+        device: ``cuda``, ``cuda:N`` or ``cpu`` (the CPU mode: use ``sam_type="vit_mini"``, small N, K).
         sam_type: SAM variant (random weights).
         images, epochs, batch_size: N, K and the batch size of the training comparison.
         out_dir: where the json goes; ``None`` writes nothing.

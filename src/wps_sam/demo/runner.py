@@ -71,7 +71,7 @@ class DemoSettings:
     ``head_*``: the SAM-head baseline. ``data_seed`` draws the data set, independent of the
     training seed, so that runs with other seeds reuse the same images. ``steps_scale`` multiplies
     the training steps of every trained method alike (WPS-SAM's ``train.max_steps``, ``fs_steps``,
-    ``head_steps``): the demo's 10-minute budget is 1.
+    ``head_steps``): the demo's 15-minute budget is 1.
     """
 
     train_images: int = 800
