@@ -12,10 +12,13 @@ and data; then it is scored on the held-out split:
   error for every part) is the level of a prompter that has learned nothing about position.
 
 Two budgets: equal steps (``--steps``), and equal wall time: each variant again with as many steps as
-fit in the training time that the first variant (the demo's base) took for ``--steps``, from its own
-measured time per step (skipped where that is within 5% of ``--steps``: the first run is then both).
+fit in the training time that the first variant (``paper``) took for ``--steps``, from the variant's
+own time per step. Times per step are measured once, in the equal-steps pass of the first supervision
+(boxes), all variants side by side on the same machine; a point prompter has the same network and
+costs the same per step, so its equal-time steps are the same. Where a variant's equal-time steps are
+within 5% of ``--steps`` its equal-steps run stands for both.
 
-    python benchmarks/recipes.py --data DEMO_OUT/toyparts --out ablation/ --steps 1500
+    python benchmarks/recipes.py --data DEMO_OUT/toyparts --out ablation/ --steps 1000
 
 prints a markdown table and writes ``ablation/recipes.json``.
 """
@@ -97,68 +100,86 @@ def run_variant(args, name: str, overrides: list[str], supervision: str, steps: 
     }
 
 
+def equal_time_steps(rows: list[dict], name: str, timing: str) -> int:
+    """Steps of ``name`` that fit the first variant's training time, timed in the ``timing`` supervision."""
+    measured = {r["variant"]: r for r in rows if r["supervision"] == timing and r["budget"] == "equal steps"}
+    return int(round(measured[VARIANTS[0][0]]["train_s"] / measured[name]["s_per_step"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sam-checkpoint")
     ap.add_argument("--supervision", nargs="*", default=["box", "point"])
-    ap.add_argument("--only", nargs="*", help="variant names to run (default all)")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     results_path = Path(args.out) / "recipes.json"
     rows = json.loads(results_path.read_text()) if results_path.is_file() else []
-    done = {(r["variant"], r["supervision"], r["budget"]) for r in rows}
-    variants = [v for v in VARIANTS if not args.only or v[0] in args.only]
-    for supervision in args.supervision:
-        for budget in ("equal steps", "equal time"):
-            base = (
-                next(
-                    r
-                    for r in rows
-                    if r["supervision"] == supervision
-                    and r["budget"] == "equal steps"
-                    and r["variant"] == VARIANTS[0][0]
-                )
-                if budget == "equal time"
-                else None
-            )
-            for name, overrides in variants:
-                if (name, supervision, budget) in done:
-                    continue
-                steps = args.steps
-                if base is not None:
+    timing = args.supervision[0]
+
+    def record(row: dict) -> None:
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        results_path.write_text(json.dumps(rows, indent=1))
+
+    def done(name: str, supervision: str, budget: str) -> bool:
+        return any((r["variant"], r["supervision"], r["budget"]) == (name, supervision, budget) for r in rows)
+
+    passes = [(timing, "equal steps")] + [
+        (supervision, budget)
+        for supervision in args.supervision
+        for budget in ("equal steps", "equal time")
+        if (supervision, budget) != (timing, "equal steps")
+    ]
+    for supervision, budget in passes:
+        for name, overrides in VARIANTS:
+            if done(name, supervision, budget):
+                continue
+            steps = args.steps
+            if budget == "equal time":
+                steps = equal_time_steps(rows, name, timing)
+                if abs(steps - args.steps) <= 0.05 * args.steps:
                     own = next(
                         r
                         for r in rows
-                        if r["supervision"] == supervision
-                        and r["budget"] == "equal steps"
-                        and r["variant"] == name
+                        if (r["variant"], r["supervision"], r["budget"]) == (name, supervision, "equal steps")
                     )
-                    steps = int(round(base["train_s"] / own["s_per_step"]))
-                    if abs(steps - args.steps) <= 0.05 * args.steps:
-                        rows.append({**own, "budget": budget, "note": "same as equal steps (within 5%)"})
-                        results_path.write_text(json.dumps(rows, indent=1))
-                        continue
-                row = run_variant(args, name, overrides, supervision, steps, budget)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-                results_path.write_text(json.dumps(rows, indent=1))
-    print(table(rows))
+                    record({**own, "budget": budget, "note": "the equal-steps run (within 5%)"})
+                    continue
+            record(run_variant(args, name, overrides, supervision, steps, budget))
+    print(table(rows, timing))
 
 
-def table(rows: list[dict]) -> str:
-    lines = [
-        "| supervision | variant | budget | steps | s/step | mIoU % | token error (mean-token level) |",
-        "|---|---|---|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['supervision']} | {r['variant']} | {r['budget']} | {r['steps']} | {r['s_per_step']:.3f} | "
-            f"{100 * r['miou']:.1f} | {r['token_error']:.4f} ({r['mean_token_error']:.4f}) |"
-        )
+def table(rows: list[dict], timing: str = "box") -> str:
+    """One row per variant: its time per step, then mIoU and token error per supervision and budget."""
+    by = {(r["variant"], r["supervision"], r["budget"]): r for r in rows}
+    supervisions = list(dict.fromkeys(r["supervision"] for r in rows))
+    head = "| variant | s/step | steps at equal time |"
+    rule = "|---|---:|---:|"
+    for sup in supervisions:
+        for budget in ("equal steps", "equal time"):
+            head += f" {sup}, {budget}: mIoU % / token error |"
+            rule += "---:|"
+    lines = [head, rule]
+    for name, _ in VARIANTS:
+        timed = by.get((name, timing, "equal steps"))
+        equal = by.get((name, timing, "equal time"))
+        if timed is None:
+            continue
+        line = f"| {name} | {timed['s_per_step']:.3f} | {equal['steps'] if equal else '-'} |"
+        for sup in supervisions:
+            for budget in ("equal steps", "equal time"):
+                r = by.get((name, sup, budget))
+                line += f" {100 * r['miou']:.1f} / {r['token_error']:.3f} |" if r else " - |"
+        lines.append(line)
+    levels = {
+        sup: next(r["mean_token_error"] for r in rows if r["supervision"] == sup) for sup in supervisions
+    }
+    lines.append("")
+    lines.append("Mean-token level: " + ", ".join(f"{sup} {v:.3f}" for sup, v in levels.items()) + ".")
     return "\n".join(lines)
 
 
