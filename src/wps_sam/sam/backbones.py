@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 PROMPT_EMBED_DIM = 256
 SHIPPED_TINY_WEIGHTS = "sam_tiny.safetensors"
 # The digest of the shipped weights (how they were made: weights/PRETRAIN_LOG.md); checked at load.
-SHIPPED_TINY_SHA256 = "40b8a74e81192682d87960d15c94dede97f7dab99ae599abfcb2e8eb80862e67"
+SHIPPED_TINY_SHA256 = "967b8ed34140439ce0c4f864749ad295ae657b4127aa2f251706b6b88c75f566"
 
 
 @dataclass(frozen=True)
