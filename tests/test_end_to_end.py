@@ -111,6 +111,25 @@ def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
             assert decode_rle(inst["segmentation"]).shape == label_map.shape
 
 
+@pytest.mark.parametrize(
+    "switches",
+    [
+        ["prompter.two_stage=true"],
+        ["prompter.dn_groups=2"],
+        ["prompter.geometry_head=true"],
+        ["prompter.two_stage=true", "prompter.dn_groups=2", "prompter.groups=2", "prompter.aux_loss=true"],
+    ],
+)
+def test_every_switch_trains_from_points(tmp_path, sam_file, data_root, switches):
+    """Proposals, denoising anchors and the geometry head all take the supervision's geometry."""
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data_root), "--out", str(run), "--sam-type", "vit_mini", "--recipe", "paper",
+            "--sam-checkpoint", str(sam_file), "--supervision", "point", "--max-steps", "3", "--batch-size", "4",
+            "--no-progress", "--set", *SMALL_PROMPTER, *switches]  # fmt: skip
+    assert main(args) == 0
+    assert len(_losses(run)) == 3 and all(np.isfinite(_losses(run)))
+
+
 def test_eval_without_masks_is_one_line(tmp_path, sam_file, capsys):
     root = tmp_path / "boxes"
     write_part_dataset(root, "train", 4, segmentation="none", seed=3)

@@ -434,6 +434,31 @@ def _record_encoder_pass(scores: _Scores, encoding: dict[str, dict[str, float]])
     )
 
 
+def _results(
+    data: _Data, scores: _Scores, settings: DemoSettings, recipe: str, progress: bool
+) -> dict[str, Any]:
+    """Scores, the floor and the targets, budgets, data, settings and environment of ``results.json``."""
+    from ..engine.device import resolve_device
+
+    val = data.val
+    # What a method that predicts no part scores: the floor every trained method starts from.
+    floor = baselines.score(
+        lambda i: torch.zeros_like(val.gt_maps[i]), val.gt_maps, val.index.class_names, report.FLOOR, progress
+    )
+    return {
+        "methods": {m: scores.methods[m] for m in METHODS},
+        "references": {report.FLOOR: {k: floor[k] for k in ("miou", "macc")}},
+        "targets": report.targets(scores.methods, floor["miou"], settings.steps_scale),
+        "budgets": scores.budgets,
+        "data": data.summary(),
+        "recipe": recipe,
+        "configs": scores.configs,
+        "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
+        "device": str(resolve_device("auto")),
+        "environment": _environment(),
+    }
+
+
 def run_demo(
     out: str | Path,
     settings: DemoSettings | None = None,
@@ -455,7 +480,6 @@ def run_demo(
         seed: seeds every trained method (WPS-SAM and both fully-supervised baselines).
         progress: progress bars.
     """
-    from ..engine.device import resolve_device
     from ..sam.backbones import build_sam
 
     if settings is None:
@@ -496,28 +520,15 @@ def run_demo(
     _fully_supervised_stages(train_index, val, embeddings, settings, seed, timings, scores, progress)
     _record_encoder_pass(scores, encoding)
 
-    # What a method that predicts no part scores: the floor every trained method starts from.
-    floor = baselines.score(
-        lambda i: torch.zeros_like(val.gt_maps[i]), val.gt_maps, val.index.class_names, report.FLOOR, progress
-    )
-    results: dict[str, Any] = {
-        "methods": {m: scores.methods[m] for m in METHODS},
-        "references": {report.FLOOR: {k: floor[k] for k in ("miou", "macc")}},
-        "targets": report.targets(scores.methods, floor["miou"], settings.steps_scale),
-        "budgets": scores.budgets,
+    results = _results(data, scores, settings, configs["box"].train.recipe, progress)
+    results |= {
         "timings_s": dict(timings),
-        "data": data.summary(),
         "sam": {
             "type": "tiny",
             "checkpoint": sam_checkpoint or "shipped",
             "sha256": getattr(sam, "checkpoint_sha256", ""),
         },
-        "recipe": configs["box"].train.recipe,
-        "configs": scores.configs,
-        "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
         "seed": seed,
-        "device": str(resolve_device("auto")),
-        "environment": _environment(),
     }
     with timings.stage("report"):
         report.write_figures(out, results, val.index, val.grid_ids, val.gt_maps, scores.grid_maps)

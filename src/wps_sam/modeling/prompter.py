@@ -170,7 +170,7 @@ class Prompter(nn.Module):
         self, recipe: QueryRecipe, hidden_dim: int, num_classes: int, token_values: int, dec_layers: int
     ) -> None:
         """The modules of the switches that are on (none for the paper's prompter)."""
-        kind = recipe.geometry or "box"  # two-stage proposals without a geometry head propose boxes
+        kind = recipe.parts  # the geometry of the head, the proposals and the denoising anchors
         dims = GEOMETRY_DIMS[kind]
         if recipe.standardize_input:
             self.standardizer = InputStandardizer(self.embed_dim)
@@ -357,6 +357,7 @@ def build_prompter(
         groups=cfg.groups,
         denoising=cfg.dn_groups > 0,
         standardize_input=cfg.standardize_input,
+        parts=supervision,
     )
     return Prompter(
         num_classes=num_classes,

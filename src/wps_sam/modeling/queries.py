@@ -34,6 +34,8 @@ class QueryRecipe:
         denoising: the prompter accepts :class:`DenoisingQueries` in training.
         standardize_input: standardise every channel of SAM's embedding with fixed statistics of the
             training set (:meth:`~.prompter.Prompter.set_input_stats`).
+        parts: ``"box"`` or ``"point"``, the supervision: the geometry of two-stage proposals and of
+            denoising anchors (and of the geometry head, which must agree).
     """
 
     aux_loss: bool = False
@@ -42,10 +44,15 @@ class QueryRecipe:
     groups: int = 1
     denoising: bool = False
     standardize_input: bool = False
+    parts: str = "box"
 
     def __post_init__(self) -> None:
-        if self.geometry is not None and self.geometry not in GEOMETRY_DIMS:
-            raise ValueError(f"geometry must be None, 'box' or 'point', got {self.geometry!r}")
+        if self.parts not in GEOMETRY_DIMS:
+            raise ValueError(f"parts must be 'box' or 'point', got {self.parts!r}")
+        if self.geometry not in (None, self.parts):
+            raise ValueError(
+                f"geometry must be None or the parts' geometry {self.parts!r}, got {self.geometry!r}"
+            )
         if self.groups < 1:
             raise ValueError(f"groups must be >= 1, got {self.groups}")
 
