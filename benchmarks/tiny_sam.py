@@ -9,7 +9,7 @@
 
     python benchmarks/tiny_sam.py --out DIR [--sam-checkpoint F] [--seeds 1 2 3]
 
-prints one JSON object. The knowledge probe is a separate command (``shared/tools/feature_probe.py
+prints one JSON object. The knowledge probe is a separate command (``../shared/tools/feature_probe.py
 DIR/demo/toyparts``, see the README).
 """
 
