@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,12 @@ class ImageLoader:
 
 
 def dataset_keys(dataset: PartSegmentationDataset, context: CacheContext) -> list[str]:
-    """The cache key of every image of ``dataset`` (hashes every file once)."""
+    """The cache key of every image of ``dataset`` (hashes every file once); a mirrored data set's
+    images are keyed under the :data:`MIRRORED` variant of ``context``."""
     from concurrent.futures import ThreadPoolExecutor
+
+    if dataset.mirrored:
+        context = replace(context, variant=MIRRORED)
 
     paths = [entry.path for entry in dataset.index.images]
     with ThreadPoolExecutor(max_workers=8) as pool:  # hashlib releases the GIL on large buffers
@@ -118,8 +122,6 @@ def cache_dataset(
     Under torchrun every rank calls this: each encodes its share (:meth:`EmbeddingCache.build`),
     then all wait for each other and re-read the index.
     """
-    if dataset.mirrored and context.variant != MIRRORED:
-        raise ValueError(f"a mirrored data set's embeddings need the {MIRRORED!r} cache variant")
     if context.image_size != dataset.transform.image_size:
         raise ValueError(
             f"context is for {context.image_size} px inputs, the data set makes "

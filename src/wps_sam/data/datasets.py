@@ -75,6 +75,7 @@ class PartSegmentationDataset(Dataset):
         self.mirrored = mirrored
         self._points: dict[int, np.ndarray] = {}  # image index -> [N, 2] original frame
         self._rescaled: set[int] = set()
+        self._mirror: dict[tuple[int, int, int], ImageEntry] = {}  # (i, H, W) -> mirrored entry
 
     def __len__(self) -> int:
         return len(self.index.images)
@@ -82,8 +83,12 @@ class PartSegmentationDataset(Dataset):
     def _entry_for(self, i: int, height: int, width: int) -> ImageEntry:
         """The annotations of image ``i`` in the frame of its file, ``height`` x ``width`` (mirrored
         when the data set is)."""
-        entry = self._file_frame_entry(i, height, width)
-        return mirror_entry(entry) if self.mirrored else entry
+        if not self.mirrored:
+            return self._file_frame_entry(i, height, width)
+        key = (i, height, width)
+        if key not in self._mirror:  # mirrored once: RLE masks are decoded and encoded again
+            self._mirror[key] = mirror_entry(self._file_frame_entry(i, height, width))
+        return self._mirror[key]
 
     def _file_frame_entry(self, i: int, height: int, width: int) -> ImageEntry:
         entry = self.index.images[i]

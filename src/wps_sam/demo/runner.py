@@ -213,7 +213,7 @@ def _encode_splits(
     were encoded now (the others were cached) and how long it took.
     """
     from ..cache import CacheContext, EmbeddingCache, sam_fingerprint
-    from ..data.cached import MIRRORED, cache_dataset
+    from ..data.cached import cache_dataset
     from ..data.datasets import PartSegmentationDataset
     from ..data.transforms import SamTransform
     from ..sam.encoder import EncoderRunner
@@ -225,8 +225,7 @@ def _encode_splits(
     for name, (index, mirrored) in indices.items():
         started, before = time.time(), len(cache)
         dataset = PartSegmentationDataset(index, SamTransform(context.image_size), mirrored=mirrored)
-        variant = dataclasses.replace(context, variant=MIRRORED) if mirrored else context
-        keys = cache_dataset(dataset, cache, runner, variant, batch_size=8, progress=progress)
+        keys = cache_dataset(dataset, cache, runner, context, batch_size=8, progress=progress)
         out[name] = cache.get(keys)
         stats[name] = {"encoded": len(cache) - before, "seconds": round(time.time() - started, 2)}
     return out, stats

@@ -23,7 +23,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from ..build import build_denoiser, build_sam_from_config, build_training_criterion, build_wps_sam
 from ..cache import CacheContext, EmbeddingCache, default_cache_dir, sam_fingerprint
 from ..config import Config, config_to_dict, save_config
-from ..data.cached import MIRRORED, CachedEmbeddingDataset, cache_dataset, collate_cached
+from ..data.cached import CachedEmbeddingDataset, cache_dataset, collate_cached
 from ..data.checks import triaged_split
 from ..data.coco import PartDataIndex, find_annotation_file
 from ..data.datasets import PartSegmentationDataset, collate_parts
@@ -326,9 +326,8 @@ def _embedding_source(
     cache = EmbeddingCache(cfg.train.cache_dir or default_cache_dir())
     sources = []
     for dataset in datasets:
-        variant = dataclasses.replace(context, variant=MIRRORED) if dataset.mirrored else context
         keys = cache_dataset(
-            dataset, cache, runner, variant, cfg.train.batch_size, cfg.data.num_workers, progress
+            dataset, cache, runner, context, cfg.train.batch_size, cfg.data.num_workers, progress
         )
         resident = device.type == "cuda" and cache.make_resident(keys, device)
         sources.append(CachedEmbeddingDataset(dataset, cache, keys, read_embeddings=not resident))
