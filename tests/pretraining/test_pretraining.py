@@ -18,12 +18,13 @@ from wps_sam.pretraining import (
     pretrain_tiny_sam,
     trainer,
 )
+from wps_sam.pretraining.trainer import new_sam
 from wps_sam.pretraining.data import PretrainBatches
 from wps_sam.pretraining.knowledge import ObjectClassifierHead, ObjectLabelledScenes
 from wps_sam.pretraining.losses import dice_loss, mask_iou, sigmoid_focal_loss
 from wps_sam.pretraining.objective import predict_masks_batched, prompt_frame
 from wps_sam.pretraining.prompts import PromptConfig, interior_point, mask_box, sample_prompts
-from wps_sam.sam.backbones import build_sam
+from wps_sam.sam.backbones import build_sam, tiny_sam_architecture
 from wps_sam.synthetic.scenes import SyntheticShapes
 from wps_sam.synthetic.toyparts import SUPERCATEGORIES, ToyPartsConfig, render_scene
 
@@ -195,3 +196,49 @@ def test_every_stage_runs_and_a_resumed_run_is_exact(tmp_path, monkeypatch):
     whole, parts = build_sam("tiny", checkpoint=path), build_sam("tiny", checkpoint=resumed)
     for (name, a), b in zip(whole.state_dict().items(), parts.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_coarser_embedding_is_the_same_encoder_pooled():
+    fine, coarse = tiny_sam_architecture(), tiny_sam_architecture(embed_stride=16)
+    coarse.load_state_dict(fine.state_dict())  # pooling adds no weights
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        a, b = fine.image_encoder(x), coarse.image_encoder(x)
+    assert a.shape == (1, 256, 32, 32) and b.shape == (1, 256, 16, 16)
+    assert tuple(coarse.prompt_encoder.image_embedding_size) == (16, 16)
+    with pytest.raises(ValueError, match="embed_stride"):
+        tiny_sam_architecture(embed_stride=4)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"embed_stride": 16},
+        {"encoder": "vit_mini", "batches": BatchConfig(steps=2, batch_size=2, prompts_per_image=2, object_batch_size=0)},
+    ],
+    ids=["embed-16x16", "vit-mini"],
+)
+def test_ablation_architectures_pretrain(tmp_path, change):
+    cfg = dataclasses.replace(_smoke_config(2), **change)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pretrain_tiny_sam(tmp_path, cfg, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert math.isfinite(rows[-1]["eval_box_miou"])
+
+
+def test_unknown_encoder_and_init_of_an_ablation_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown encoder"):
+        new_sam(dataclasses.replace(_smoke_config(1), encoder="resnet"))
+    with pytest.raises(ValueError, match="default encoder"):
+        new_sam(dataclasses.replace(_smoke_config(1), embed_stride=16), init=str(tmp_path / "w.safetensors"))
+
+
+def test_the_scene_distribution_is_a_batch_switch():
+    plain = BatchConfig(steps=1, batch_size=2, object_batch_size=0)
+    without = dataclasses.replace(plain, shapes=dataclasses.replace(plain.shapes, p_assembly=0.0))
+    assert not torch.equal(PretrainBatches(plain)[0]["images"], PretrainBatches(without)[0]["images"])
+    with pytest.raises(ValueError, match="256 px"):
+        PretrainBatches(dataclasses.replace(plain, shapes=dataclasses.replace(plain.shapes, size=128)))

@@ -40,6 +40,7 @@ class BatchConfig:
     seed: int = 0
     object_seed: int = 0
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    shapes: ShapesConfig = field(default_factory=lambda: ShapesConfig(size=SCENE_SIZE))
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -60,8 +61,10 @@ class PretrainBatches(Dataset):
     """
 
     def __init__(self, cfg: BatchConfig) -> None:
+        if cfg.shapes.size != SCENE_SIZE:
+            raise ValueError(f"scenes are drawn at {SCENE_SIZE} px, got shapes.size {cfg.shapes.size}")
         self.cfg = cfg
-        self.shapes = SyntheticShapes(seed=cfg.seed, cfg=ShapesConfig(size=SCENE_SIZE))
+        self.shapes = SyntheticShapes(seed=cfg.seed, cfg=cfg.shapes)
         self.objects = ObjectLabelledScenes(seed=cfg.object_seed, size=SCENE_SIZE)
 
     def __len__(self) -> int:

@@ -111,7 +111,10 @@ def mask_objective(
         logits, iou_pred = predict_masks_batched(sam, embeddings[img_index[sel]], sparse, dense)
         outs = slice(1, 4) if group == "point" and single_point else slice(0, 1)
         logits, iou_pred = logits[:, outs].float(), iou_pred[:, outs].float()
-        tgt = batch["targets"][sel].float()[:, None].expand_as(logits)
+        tgt = batch["targets"][sel].float()
+        if tgt.shape[-1] != logits.shape[-1]:  # a coarser embedding than the tiny SAM's: coarser masks
+            tgt = F.adaptive_avg_pool2d(tgt, logits.shape[-2:])
+        tgt = tgt[:, None].expand_as(logits)
         focal, dice = sigmoid_focal_loss(logits, tgt), dice_loss(logits, tgt)  # each [n, K]
         total = weights.focal * focal + weights.dice * dice
         best = total.argmin(1)  # SAM: back-propagate only the best of ambiguous masks

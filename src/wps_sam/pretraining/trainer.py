@@ -74,6 +74,11 @@ class PretrainConfig:
     time_budget_s: float | None = None
     tied_attention_init: bool = True
     box_warmup_steps: int = 150
+    # The model (from scratch): "conv", the tiny SAM's encoder, with an embedding of stride
+    # embed_stride (8: the tiny SAM; 16: a coarser grid), or "vit_mini", the official ViT structure
+    # scaled down (16x16 embedding). Anything but the default is an ablation (benchmarks/pretrain_levers.py).
+    encoder: str = "conv"
+    embed_stride: int = EMBED_STRIDE
 
 
 def lr_at(step: int, cfg: PretrainConfig, progress: float) -> float:
@@ -83,6 +88,23 @@ def lr_at(step: int, cfg: PretrainConfig, progress: float) -> float:
     warm = cfg.warmup_steps / cfg.batches.steps
     t = min(max((progress - warm) / max(1e-9, 1 - warm), 0.0), 1.0)
     return cfg.lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def new_sam(cfg: PretrainConfig, init: str | None = None) -> Sam:
+    """The SAM to pre-train, in training mode: ``cfg``'s architecture with random weights, or the tiny
+    SAM's weights from ``init``."""
+    from ..sam.backbones import build_sam, tiny_sam_architecture
+
+    default = cfg.encoder == "conv" and cfg.embed_stride == EMBED_STRIDE
+    if init is not None:
+        if not default:
+            raise ValueError("--init loads tiny SAM weights: it takes the default encoder only")
+        return build_sam("tiny", checkpoint=init, frozen=False).train()
+    if cfg.encoder == "conv":
+        return tiny_sam_architecture(cfg.embed_stride).train()
+    if cfg.encoder == "vit_mini":
+        return build_sam("vit_mini", checkpoint="random", frozen=False).train()
+    raise ValueError(f"unknown encoder {cfg.encoder!r}: 'conv' or 'vit_mini'")
 
 
 def save_weights(sam: Sam, path: str | Path) -> Path:
@@ -98,11 +120,10 @@ class _Run:
     """The state of one pre-training run in ``out``: model, head, optimiser, log; saving and resuming."""
 
     def __init__(self, out: Path, cfg: PretrainConfig, init: str | None) -> None:
-        from ..sam.backbones import build_sam
-
         self.out, self.cfg = out, cfg
         torch.manual_seed(cfg.batches.seed)  # the initial weights
-        self.sam = build_sam("tiny", checkpoint=init or "random", frozen=False).train()
+        self.sam = new_sam(cfg, init)
+        self.stride = self.sam.image_encoder.img_size // self.sam.prompt_encoder.image_embedding_size[0]
         names = PretrainBatches(cfg.batches).objects.names
         self.head = ObjectClassifierHead(self.sam.prompt_encoder.embed_dim, len(names))
         params = [*self.sam.parameters(), *self.head.parameters()]
@@ -173,7 +194,7 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[st
     images = torch.cat([batch["images"], batch["object_images"]])
     num_scenes = len(batch["images"])
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
-    with amp, prompt_frame(sam.prompt_encoder, size, size // EMBED_STRIDE):
+    with amp, prompt_frame(sam.prompt_encoder, size, size // run.stride):
         embeddings = sam.image_encoder(images_to_input(sam, list(images.numpy())))
         terms = mask_objective(sam, embeddings[:num_scenes], batch, cfg.mask_weights)
         loss = terms["loss"]

@@ -105,10 +105,15 @@ def _build_sam(image_encoder: torch.nn.Module, embedding_size: int, decoder_mlp_
     return sam.eval()
 
 
+def tiny_sam_architecture(embed_stride: int = EMBED_STRIDE) -> Sam:
+    """The tiny SAM with random weights; ``embed_stride`` 16 halves its embedding grid (an ablation)."""
+    encoder = ConvImageEncoder(img_size=TINY_IMAGE_SIZE, out_chans=PROMPT_EMBED_DIM, embed_stride=embed_stride)
+    return _build_sam(encoder, TINY_IMAGE_SIZE // embed_stride, TINY_DECODER_MLP_DIM)
+
+
 def _build_variant(kind: str) -> Sam:
     if kind == "tiny":
-        encoder = ConvImageEncoder(img_size=TINY_IMAGE_SIZE, out_chans=PROMPT_EMBED_DIM)
-        return _build_sam(encoder, TINY_IMAGE_SIZE // EMBED_STRIDE, TINY_DECODER_MLP_DIM)
+        return tiny_sam_architecture()
     spec = SAM_SPECS[kind]
     return _build_sam(_vit_encoder(spec), spec.image_size // 16, spec.decoder_mlp_dim)
 

@@ -85,6 +85,8 @@ class ConvImageEncoder(nn.Module):
         num_heads: their attention heads.
         fpn_dim: width of the feature pyramid.
         out_chans: channels of the embedding (SAM's prompt width, 256).
+        embed_stride: 8 (the tiny SAM), or 16: the same pyramid average-pooled to half the grid (an
+            ablation of the embedding's resolution, ``[B, out_chans, S/16, S/16]``).
     """
 
     def __init__(
@@ -96,11 +98,14 @@ class ConvImageEncoder(nn.Module):
         num_heads: int = 8,
         fpn_dim: int = 128,
         out_chans: int = 256,
+        embed_stride: int = EMBED_STRIDE,
     ) -> None:
         super().__init__()
         if img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32, got {img_size}")
-        self.img_size = img_size
+        if embed_stride not in (8, 16):
+            raise ValueError(f"embed_stride must be 8 or 16, got {embed_stride}")
+        self.img_size, self.embed_stride = img_size, embed_stride
         self.stem = _conv_bn(3, widths[0], stride=2)
         self.stages = nn.ModuleList(
             nn.Sequential(
@@ -134,4 +139,6 @@ class ConvImageEncoder(nn.Module):
         p = self.lateral[1](s16) + F.interpolate(p, size=s16.shape[-2:], mode="bilinear", align_corners=False)
         p = self.lateral[0](s8) + F.interpolate(p, size=s8.shape[-2:], mode="bilinear", align_corners=False)
         p = self.smooth(p + self.detail(s4))
+        if self.embed_stride == 16:
+            p = F.avg_pool2d(p, 2)
         return self.neck(p)
