@@ -91,14 +91,19 @@ def toyparts_scores(sam: torch.nn.Module, out: Path, seed: int) -> dict:
     if not (root / "annotations" / "val" / "val.json").is_file():
         generate_toyparts(root, 0, 60, seed=seed)
     res = evaluate_coco_miou(sam, root / "annotations" / "val" / "val.json", root / "images" / "val")
-    return {"toyparts_box_miou": round(res["box_miou"], 4), "toyparts_click_miou": round(res["point_miou"], 4)}
+    return {
+        "toyparts_box_miou": round(res["box_miou"], 4),
+        "toyparts_click_miou": round(res["point_miou"], 4),
+    }
 
 
 def probe_scores(probe: Path, probe_args: list[str], weights: Path, out: Path) -> dict:
     root = out / "demo" / "toyparts"
     prepare_toyparts(root, DemoSettings(), progress=False)
     cmd = [sys.executable, str(probe), str(root), "--sam-checkpoint", str(weights), *probe_args]
-    result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    result = json.loads(
+        subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
+    )
     return {
         "probe_embedding_fg_acc": result["sam_embedding"]["fg_cell_acc"],
         "probe_pixels_fg_acc": result["raw_pixels"]["fg_cell_acc"],

@@ -18,12 +18,12 @@ from wps_sam.pretraining import (
     pretrain_tiny_sam,
     trainer,
 )
-from wps_sam.pretraining.trainer import new_sam
 from wps_sam.pretraining.data import PretrainBatches
 from wps_sam.pretraining.knowledge import ObjectClassifierHead, ObjectLabelledScenes
 from wps_sam.pretraining.losses import dice_loss, mask_iou, sigmoid_focal_loss
 from wps_sam.pretraining.objective import predict_masks_batched, prompt_frame
 from wps_sam.pretraining.prompts import PromptConfig, interior_point, mask_box, sample_prompts
+from wps_sam.pretraining.trainer import new_sam
 from wps_sam.sam.backbones import build_sam, tiny_sam_architecture
 from wps_sam.synthetic.scenes import SyntheticShapes
 from wps_sam.synthetic.toyparts import SUPERCATEGORIES, ToyPartsConfig, render_scene
@@ -214,7 +214,10 @@ def test_a_coarser_embedding_is_the_same_encoder_pooled():
     "change",
     [
         {"embed_stride": 16},
-        {"encoder": "vit_mini", "batches": BatchConfig(steps=2, batch_size=2, prompts_per_image=2, object_batch_size=0)},
+        {
+            "encoder": "vit_mini",
+            "batches": BatchConfig(steps=2, batch_size=2, prompts_per_image=2, object_batch_size=0),
+        },
     ],
     ids=["embed-16x16", "vit-mini"],
 )

@@ -107,7 +107,9 @@ def _build_sam(image_encoder: torch.nn.Module, embedding_size: int, decoder_mlp_
 
 def tiny_sam_architecture(embed_stride: int = EMBED_STRIDE) -> Sam:
     """The tiny SAM with random weights; ``embed_stride`` 16 halves its embedding grid (an ablation)."""
-    encoder = ConvImageEncoder(img_size=TINY_IMAGE_SIZE, out_chans=PROMPT_EMBED_DIM, embed_stride=embed_stride)
+    encoder = ConvImageEncoder(
+        img_size=TINY_IMAGE_SIZE, out_chans=PROMPT_EMBED_DIM, embed_stride=embed_stride
+    )
     return _build_sam(encoder, TINY_IMAGE_SIZE // embed_stride, TINY_DECODER_MLP_DIM)
 
 
