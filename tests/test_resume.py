@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from tests.data.fixtures import write_part_dataset
 
 from wps_sam.cli import main
+from wps_sam.engine import run_dir
 
 TOTAL_STEPS = 8  # 3 images, batch 1: the kill lands mid-epoch and resume crosses epoch boundaries
 KILL_AFTER = 3  # steps logged (and, with save_every=1, saved) before the SIGKILL
@@ -106,6 +107,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(setup, tmp_path, capsy
     assert diff <= 1e-6, diff
     final = torch.load(killed / "resume.pt", weights_only=True)
     assert final["global_step"] == TOTAL_STEPS
+    logged = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, TOTAL_STEPS + 1))  # each step once, though the kill fell between saves
 
     # Resuming with a changed setting is refused in one line.
     args = _train_args(root, sam, killed)
@@ -114,3 +117,18 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(setup, tmp_path, capsy
     assert main([*args, "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.lr" in err and "Traceback" not in err
+
+
+def test_records_after_the_resumed_step_are_dropped(tmp_path):
+    lines = [
+        {"step": 1, "loss": 1.0},
+        {"step": 2, "loss": 0.9},
+        {"step": 2, "val_miou": 0.1},
+        {"step": 3, "loss": 0.8},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert run_dir.drop_metrics_after(tmp_path, 2) == 1
+    kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert kept == lines[:3]
+    assert run_dir.drop_metrics_after(tmp_path, 2) == 0
+    assert run_dir.drop_metrics_after(tmp_path / "absent", 2) == 0

@@ -71,6 +71,20 @@ def append_metrics(run: Path, record: dict[str, Any]) -> None:
     atomic_write(path, lambda f: (f.write(old), f.write(line)))
 
 
+def drop_metrics_after(run: Path, step: int) -> int:
+    """Remove the records of steps after ``step`` (a resumed run logs them again); returns how many.
+
+    A run killed between a log line and its next resume state leaves such records behind."""
+    path = run / METRICS_FILE
+    if not path.exists():
+        return 0
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        atomic_write(path, lambda f: f.writelines(kept))
+    return len(lines) - len(kept)
+
+
 def save_resume_state(run: Path, state: dict[str, Any]) -> Path:
     return atomic_torch_save(run / RESUME_FILE, state)
 

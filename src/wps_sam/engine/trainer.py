@@ -203,6 +203,8 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
     if run.device.type == "cuda" and "rng_cuda" in state:
         torch.cuda.set_rng_state(state["rng_cuda"], run.device)
     run.global_step = int(state["global_step"])
+    if run.main_process:
+        run_dir.drop_metrics_after(run.out, run.global_step)
     logger.info("resuming %s at step %d of %d", run.out, run.global_step, run.total_steps)
 
 
