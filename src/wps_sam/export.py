@@ -16,6 +16,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from wps_sam.atomic import atomic_write, atomic_write_json
+from wps_sam.data.rle import decode_masks
 
 
 def save_label_map(path: str | Path, label_map: np.ndarray | torch.Tensor) -> Path:
@@ -80,7 +81,7 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
         compressed = mask_utils.frPyObjects(rle, h, w)
     else:
         compressed = {"size": [h, w], "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
-    return mask_utils.decode(compressed).astype(bool)
+    return decode_masks(compressed).astype(bool)
 
 
 def instances_to_json(

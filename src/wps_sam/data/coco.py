@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from wps_sam.data.images import image_size, pixel_limit
+from wps_sam.data.rle import decode_masks
 from wps_sam.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -444,10 +444,7 @@ def instance_mask(part: PartInstance, height: int, width: int) -> np.ndarray:
     if part.segmentation is None:
         raise DataError(f"part {part.ann_id} has no segmentation")
     rle = _rle(part.segmentation, part.is_polygon, height, width)
-    with warnings.catch_warnings():
-        # pycocotools' Cython decode trips NumPy 2's __array__(copy=) deprecation on every call.
-        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
-        mask = mask_utils.decode(rle).astype(bool)
+    mask = decode_masks(rle).astype(bool)
     if mask.shape != (height, width):
         rows = ((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64)
         cols = ((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.int64)

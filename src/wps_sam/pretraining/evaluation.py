@@ -83,6 +83,8 @@ def evaluate_coco_miou(
     from PIL import Image
     from pycocotools.coco import COCO
 
+    from ..data.rle import decode_masks
+
     coco = COCO(str(annotations))
     images, masks = [], []
     for image_id in sorted(coco.getImgIds())[:max_images]:
@@ -91,5 +93,5 @@ def evaluate_coco_miou(
         if not anns:
             continue
         images.append(np.asarray(Image.open(Path(images_dir) / info["file_name"]).convert("RGB")))
-        masks.append(np.stack([coco.annToMask(a).astype(bool) for a in anns]))
+        masks.append(np.stack([decode_masks(coco.annToRLE(a)).astype(bool) for a in anns]))
     return evaluate_prompted_miou(sam, images, masks)

@@ -304,6 +304,8 @@ def annotate_scene(scene: Scene, image_id: int, first_id: int, min_area: int = 2
     """
     from pycocotools import mask as mask_utils
 
+    from ..data.rle import decode_masks
+
     anns = []
     for k, sl in enumerate(ndimage.find_objects(scene.labels), start=1):
         if sl is None:
@@ -315,7 +317,7 @@ def annotate_scene(scene: Scene, image_id: int, first_id: int, min_area: int = 2
         h, w = mask.shape
         polys = mask_to_polygons(mask)
         # Rasterise back in the window: exact there means exact in the image, the shift is whole pixels.
-        drawn = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w)))
+        drawn = decode_masks(mask_utils.merge(mask_utils.frPyObjects(polys, h, w)))
         x0, y0 = sl[1].start, sl[0].start
         if np.array_equal(drawn, mask):
             segmentation: list | dict = [np.add(p, np.tile([x0, y0], len(p) // 2)).tolist() for p in polys]
