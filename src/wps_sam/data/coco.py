@@ -112,7 +112,8 @@ def find_annotation_file(root: Path, split: str) -> Path:
     raise DataError(f"no annotation file for split '{split}': expected {tried}")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_annotation_json(path: Path) -> dict[str, Any]:
+    """The annotation file's json, checked to hold ``images``, ``annotations`` and ``categories`` lists."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -130,7 +131,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _as_int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """A json id as an int (an integral float too), or None for anything else."""
     if type(value) is int:  # the common case, first: loading runs this per annotation
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -162,7 +164,7 @@ def _label_map(
     """Category id -> label, with the class names and category ids per label."""
     names: dict[int, str] = {}
     for cat in categories:
-        cat_id = _as_int(cat.get("id")) if isinstance(cat, dict) else None
+        cat_id = as_int(cat.get("id")) if isinstance(cat, dict) else None
         if cat_id is None or not isinstance(cat.get("name"), str):
             raise DataError(f"{path}: category {cat!r} needs an integer 'id' and a string 'name'")
         if cat_id in names:
@@ -226,7 +228,7 @@ def _rle_problem(seg: dict) -> str | None:
     and a compressed string that ends mid-number is read past its end. So everything is checked first.
     """
     size, counts = seg.get("size"), seg.get("counts")
-    if not (isinstance(size, list) and len(size) == 2 and all(_as_int(v) for v in size)):
+    if not (isinstance(size, list) and len(size) == 2 and all(as_int(v) for v in size)):
         return f"size {size!r} is not [height, width]"
     height, width = int(size[0]), int(size[1])
     if height <= 0 or width <= 0 or height * width > pixel_limit():
@@ -269,14 +271,18 @@ def _decode_rle_string(counts: str) -> list[int] | None:
 
 
 def _is_polygon(p: Any) -> bool:
-    """A flat list of at least 3 finite (x, y) pairs; shorter ones fool pycocotools (4 values = a box).
+    """A flat list of at least 3 finite (x, y) pairs; shorter ones fool pycocotools (4 values = a box)."""
+    return isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and rasterisable_outline(p)
 
-    The outline must also be of sane length: pycocotools allocates memory in proportion to it.
-    """
-    if not isinstance(p, list) or len(p) < 6 or len(p) % 2:
+
+def rasterisable_outline(p: Any) -> bool:
+    """A flat list of finite numbers, at least one (x, y) pair, that pycocotools can rasterise safely
+    (an odd last value it ignores). The outline must be of sane length: pycocotools allocates memory in
+    proportion to it."""
+    if not isinstance(p, list) or len(p) < 2:
         return False
     try:
-        xy = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+        xy = np.asarray(p[: len(p) // 2 * 2], dtype=np.float64).reshape(-1, 2)
     except (TypeError, ValueError, OverflowError):
         return False
     if not np.isfinite(xy).all() or (np.abs(xy) > _MAX_POLYGON_PERIMETER).any():
@@ -324,7 +330,7 @@ def _parse_part(
     ann: dict, image_id: int, label: int, height: int, width: int, repaired: list[dict]
 ) -> PartInstance | str:
     """The part of one annotation, or the reason to skip it."""
-    ann_id = _as_int(ann.get("id"))
+    ann_id = as_int(ann.get("id"))
     ann_id = -1 if ann_id is None else ann_id
     record = {"image_id": image_id, "ann_id": ann_id}
     seg, is_polygon, note = _clean_segmentation(ann.get("segmentation"))
@@ -361,12 +367,12 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
     """
     root = Path(root)
     path = find_annotation_file(root, split)
-    data = _read_json(path)
+    data = read_annotation_json(path)
     image_dir = root / "images" / split
     if not image_dir.is_dir():
         raise DataError(f"image folder {image_dir} does not exist (annotations: {path})")
     anns = [a for a in data["annotations"] if isinstance(a, dict)]
-    used = {c for c in (_as_int(a.get("category_id")) for a in anns) if c is not None}
+    used = {c for c in (as_int(a.get("category_id")) for a in anns) if c is not None}
     label_of, names, cat_ids = _label_map(data["categories"], class_names, used, path)
     index = PartDataIndex(root, split, names, cat_ids, [])
     index.skipped_annotations += [
@@ -378,7 +384,7 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
     by_id: dict[int, ImageEntry] = {}
     for img in data["images"]:
         img = img if isinstance(img, dict) else {}
-        image_id, file_name = _as_int(img.get("id")), img.get("file_name")
+        image_id, file_name = as_int(img.get("id")), img.get("file_name")
         record = {"image_id": img.get("id"), "file_name": file_name}
         if image_id is None or not isinstance(file_name, str) or not file_name:
             index.skipped_images.append({**record, "reason": "needs an integer 'id' and a 'file_name'"})
@@ -390,7 +396,7 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
         if file_path is None:
             index.skipped_images.append({**record, "reason": f"file not found under {image_dir}"})
             continue
-        height, width = _as_int(img.get("height")), _as_int(img.get("width"))
+        height, width = as_int(img.get("height")), as_int(img.get("width"))
         if not _plausible_size(height, width):
             try:
                 height, width = image_size(file_path)
@@ -405,9 +411,9 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
             f"{index.skipped_images[0]['file_name']!r}: {index.skipped_images[0]['reason']}"
         )
 
-    skipped_ids = {_as_int(r["image_id"]) for r in index.skipped_images} - by_id.keys() - {None}
+    skipped_ids = {as_int(r["image_id"]) for r in index.skipped_images} - by_id.keys() - {None}
     for ann in anns:
-        image_id, cat_id = _as_int(ann.get("image_id")), _as_int(ann.get("category_id"))
+        image_id, cat_id = as_int(ann.get("image_id")), as_int(ann.get("category_id"))
         entry = by_id.get(image_id)
         if entry is None and image_id in skipped_ids:
             reason = "its image is skipped"

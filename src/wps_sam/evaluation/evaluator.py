@@ -18,15 +18,10 @@ from ..modeling.wps_sam import WPSSAM
 from ..postprocess import compose_semantic_map, semantic_map_from_gt
 from ..sam.decoder import masks_to_frame, masks_to_input_frame
 from .metrics import ConfusionMatrix
+from .paper_ground_truth import PaperGroundTruth
 from .paper_protocol import PaperProtocol
 
 logger = logging.getLogger(__name__)
-
-
-def paper_eligible(index: PartDataIndex, image_position: int) -> torch.Tensor:
-    """Which parts the official evaluation uses: polygons whose first ring has more than two points."""
-    parts = index.images[image_position].parts
-    return torch.tensor([p.is_polygon and len(p.segmentation[0]) > 4 for p in parts], dtype=torch.bool)
 
 
 @torch.no_grad()
@@ -49,7 +44,8 @@ def evaluate(
             f"split '{index.split}' of {index.root} has no segmentation masks; evaluation needs masks"
         )
     image_size = model.image_encoder.img_size
-    dataset = PartSegmentationDataset(index, SamTransform(image_size), with_masks=True)
+    dataset = PartSegmentationDataset(index, SamTransform(image_size))
+    paper_gt = PaperGroundTruth(index, image_size)
     loader = DataLoader(
         dataset,
         batch_size=batch_size or cfg.train.batch_size,
@@ -72,13 +68,20 @@ def evaluate(
         for pred, target in zip(predictions, batch["targets"]):
             height, width = target["original_size"]
             entry = index.images[target["index"]]
+            # Each ground-truth mask is rasterised once, in the original frame; the paper protocol
+            # resizes it to the input frame as the official loader does.
+            originals = [instance_mask(p, entry.height, entry.width) for p in entry.parts]
+            decoded = {p.ann_id: (p.segmentation, m) for p, m in zip(entry.parts, originals) if p.is_polygon}
+            paper_masks, paper_labels = paper_gt.masks(
+                entry.image_id, (entry.height, entry.width), (height, width), decoded
+            )
             probs_input = masks_to_input_frame(pred.mask_logits, image_size).sigmoid().cpu()
             paper.update(
                 probs_input,
                 pred.labels.cpu(),
-                target["masks"],
-                target["labels"],
-                paper_eligible(index, target["index"]),
+                paper_masks,
+                paper_labels,
+                torch.ones(len(paper_labels), dtype=torch.bool),
             )
             probs = masks_to_frame(pred.mask_logits, image_size, target["input_size"], (height, width))
             pred_map = compose_semantic_map(
@@ -87,11 +90,7 @@ def evaluate(
                 pred.scores.cpu(),
                 _probability(cfg.inference.mask_threshold),
             )
-            gt_masks = torch.from_numpy(
-                _stack_masks(
-                    [instance_mask(p, entry.height, entry.width) for p in entry.parts], height, width
-                )
-            )
+            gt_masks = torch.from_numpy(_stack_masks(originals, height, width))
             gt_map = semantic_map_from_gt(gt_masks, target["labels"].cpu())
             confusion.update(pred_map, gt_map)
     model.prompter.train(was_training)
