@@ -26,7 +26,8 @@ def mini_sam() -> Sam:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_embedding_cache(tmp_path_factory) -> None:
-    """Tests never write to the user's embedding cache (~/.cache/wps-sam)."""
+    """Tests never write to the user's embedding or triage cache (~/.cache/wps-sam)."""
     import os
 
     os.environ["WPS_SAM_CACHE"] = str(tmp_path_factory.mktemp("embedding-cache"))
+    os.environ["WPS_SAM_TRIAGE_CACHE"] = str(tmp_path_factory.mktemp("triage-cache"))

@@ -23,6 +23,7 @@ from .recipes import DEFAULT_RECIPE, RECIPES
 logger = logging.getLogger("wps_sam")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+RECHECK_HELP = "decode every image again (images unchanged since the last triage are otherwise not re-read)"
 
 
 def _config_overrides(args: argparse.Namespace) -> list[str]:
@@ -64,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = load_config(config_path, _config_overrides(args))
     if not cfg.data.root:
         raise WpsSamError("train needs --data ROOT (a folder with images/<split>/ and annotations/)")
-    run = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    run = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, recheck=args.recheck)
     print(f"trained: {run}")
 
 
@@ -81,6 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         class_names=predictor.class_names,
         strict=args.strict,
         progress=not args.no_progress,
+        recheck=args.recheck,
     )
     result = evaluate(
         predictor.model,
@@ -382,6 +384,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strict", action="store_true", help="refuse data sets with skipped images or annotations"
     )
+    p.add_argument("--recheck", action="store_true", help=RECHECK_HELP)
     p.add_argument(
         "--set",
         nargs="*",
@@ -402,6 +405,7 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
     p.add_argument("--strict", action="store_true", help="refuse a split with skipped images or annotations")
+    p.add_argument("--recheck", action="store_true", help=RECHECK_HELP)
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 

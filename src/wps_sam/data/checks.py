@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from wps_sam.data.coco import PartDataIndex, load_split, rescale_entry
 from wps_sam.data.images import pixel_limit
+from wps_sam.data.triage_cache import VerdictStore, file_key
 from wps_sam.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -134,27 +135,40 @@ def inspect_image(path: str | Path, decode: bool = True) -> ImageVerdict:
     return ImageVerdict(None, tuple(notes), (height, width))
 
 
-def verify_images(index: PartDataIndex, decode: bool = True, progress: bool = False) -> None:
+def verify_images(
+    index: PartDataIndex, decode: bool = True, progress: bool = False, store: VerdictStore | None = None
+) -> None:
     """Inspect every image of ``index`` and update it in place.
 
     Unusable images move to ``skipped_images`` and their parts to ``skipped_annotations``;
     conversions go to ``repaired``; an image whose json size disagrees with its file gets its
-    annotations scaled to the file (the file wins), and the repair is recorded.
+    annotations scaled to the file (the file wins), and the repair is recorded. With a ``store``, the
+    verdicts of unchanged files are read from it instead of decoding them, and new ones are added.
     """
     from tqdm import tqdm
 
     paths = [entry.path for entry in index.images]
+    limit = pixel_limit()
+    keys = [file_key(p, limit, decode) if store is not None else None for p in paths]
+    verdicts: list[Any] = [
+        _verdict_from_json(store.get(p, k)) if store is not None else None for p, k in zip(paths, keys)
+    ]
+    todo = [i for i, v in enumerate(verdicts) if v is None]
     workers = max(1, min(4, os.cpu_count() or 1))  # Pillow decodes without the GIL
     with ThreadPoolExecutor(workers) as pool:
-        verdicts = list(
-            tqdm(
-                pool.map(lambda p: inspect_image(p, decode), paths),
-                total=len(paths),
-                disable=not progress,
-                desc=f"check {index.split}",
-                dynamic_ncols=True,
-            )
+        fresh = tqdm(
+            pool.map(lambda i: inspect_image(paths[i], decode), todo),
+            total=len(todo),
+            disable=not progress,
+            desc=f"check {index.split}",
+            dynamic_ncols=True,
         )
+        for i, verdict in zip(todo, fresh):
+            verdicts[i] = verdict
+            if store is not None:
+                store.put(paths[i], keys[i], _verdict_to_json(verdict))
+    if store is not None:
+        store.save()
     kept, skipped_ids = [], set()
     for entry, verdict in zip(index.images, verdicts):
         if verdict.problem is not None:
@@ -182,6 +196,20 @@ def verify_images(index: PartDataIndex, decode: bool = True, progress: bool = Fa
     index.images = kept
     # Repairs of what is skipped after all are noise in the report.
     index.repaired = [r for r in index.repaired if r.get("image_id") not in skipped_ids]
+
+
+def _verdict_to_json(verdict: ImageVerdict) -> dict[str, Any]:
+    return {"problem": verdict.problem, "notes": list(verdict.notes), "size": verdict.size}
+
+
+def _verdict_from_json(data: dict[str, Any] | None) -> ImageVerdict | None:
+    if data is None:
+        return None
+    try:
+        size = tuple(int(v) for v in data["size"]) if data["size"] is not None else None
+        return ImageVerdict(data["problem"], tuple(str(n) for n in data["notes"]), size)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        return None  # a damaged entry: check the file again
 
 
 def report_of(index: PartDataIndex) -> dict[str, Any]:
@@ -221,11 +249,16 @@ def report_of(index: PartDataIndex) -> dict[str, Any]:
 def check_data(root: str | Path, split: str, decode_images: bool = True, progress: bool = False) -> dict:
     """Triage split ``split`` of the data set at ``root``; the report of :func:`report_of`.
 
+    Every image is checked again (the stored verdicts are replaced, see :mod:`.triage_cache`).
     Raises :class:`DataError` only when the split cannot be read at all (no root, no or invalid json).
     """
     index = load_split(root, split)
-    verify_images(index, decode_images, progress)
+    verify_images(index, decode_images, progress, _store(index, recheck=True))
     return report_of(index)
+
+
+def _store(index: PartDataIndex, recheck: bool) -> VerdictStore:
+    return VerdictStore(index.root / "images" / index.split, recheck=recheck)
 
 
 def triaged_split(
@@ -235,13 +268,16 @@ def triaged_split(
     strict: bool = False,
     decode_images: bool = True,
     progress: bool = False,
+    recheck: bool = False,
 ) -> PartDataIndex:
     """:func:`load_split` with the image checks of :func:`check_data`, summarised in one log line.
 
-    With ``strict``, a split with any skipped image or annotation raises :class:`DataError` instead.
+    Images unchanged since a previous triage are not decoded again (:mod:`.triage_cache`);
+    ``recheck`` decodes every image anew. With ``strict``, a split with any skipped image or
+    annotation raises :class:`DataError` instead.
     """
     index = load_split(root, split, class_names=class_names)
-    verify_images(index, decode_images, progress)
+    verify_images(index, decode_images, progress, _store(index, recheck))
     report = report_of(index)
     line = summary_line(report)
     if line is None:

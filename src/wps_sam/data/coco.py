@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 # pycocotools rasterises a polygon along its outline at 5x resolution: bound the work and memory.
 _MAX_POLYGON_PERIMETER = 2_000_000.0
+_SHORT_OUTLINE = 64  # values up to which an outline is checked in plain Python
 
 
 @dataclass
@@ -281,8 +282,18 @@ def rasterisable_outline(p: Any) -> bool:
     proportion to it."""
     if not isinstance(p, list) or len(p) < 2:
         return False
+    n = len(p) // 2 * 2
+    if n <= _SHORT_OUTLINE:  # most polygons: plain floats beat numpy's per-call overhead
+        try:
+            v = [float(x) for x in p[:n]]
+        except (TypeError, ValueError, OverflowError):
+            return False
+        if not all(math.isfinite(x) and abs(x) <= _MAX_POLYGON_PERIMETER for x in v):
+            return False
+        steps = (max(abs(v[i] - v[i - 2]), abs(v[i + 1] - v[i - 1])) for i in range(0, n, 2))
+        return sum(steps) <= _MAX_POLYGON_PERIMETER
     try:
-        xy = np.asarray(p[: len(p) // 2 * 2], dtype=np.float64).reshape(-1, 2)
+        xy = np.asarray(p[:n], dtype=np.float64).reshape(-1, 2)
     except (TypeError, ValueError, OverflowError):
         return False
     if not np.isfinite(xy).all() or (np.abs(xy) > _MAX_POLYGON_PERIMETER).any():

@@ -82,7 +82,9 @@ class _Run:
         return self.rank == 0
 
 
-def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+def train(
+    cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, recheck: bool = False
+) -> Path:
     """Train a prompter as ``cfg`` says and write the run directory ``out``; returns its path.
 
     Under ``torchrun`` every rank runs this: the cache is built in shards, each rank takes every
@@ -91,7 +93,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     """
     from tqdm import tqdm
 
-    run = _prepare(cfg, Path(out), resume, progress)
+    run = _prepare(cfg, Path(out), resume, progress, recheck)
     run.model.train()
     bar = tqdm(
         total=run.total_steps,
@@ -133,7 +135,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     return run.out
 
 
-def _prepare(cfg: Config, out: Path, resume: bool, progress: bool) -> _Run:
+def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool = False) -> _Run:
     """Data, model, optimiser and schedule of a run; the resume state loaded, or the run folder begun."""
     rank, world_size, local_rank = init_distributed()
     if not resume and (out / run_dir.WEIGHTS_FILE).exists():
@@ -143,13 +145,15 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool) -> _Run:
     device = resolve_device(cfg.train.device)
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", local_rank)
-    index = triaged_split(cfg.data.root, cfg.data.train_split, strict=cfg.data.strict)
+    index = triaged_split(cfg.data.root, cfg.data.train_split, strict=cfg.data.strict, recheck=recheck)
     if not index.images:
         raise DataError(f"{cfg.data.root}: split '{cfg.data.train_split}' has no usable image")
     class_names = index.class_names
     val_index = None
     if cfg.train.validate and rank == 0 and split_exists(cfg.data.root, cfg.data.val_split):
-        val_index = triaged_split(cfg.data.root, cfg.data.val_split, class_names, strict=cfg.data.strict)
+        val_index = triaged_split(
+            cfg.data.root, cfg.data.val_split, class_names, strict=cfg.data.strict, recheck=recheck
+        )
 
     sam = build_sam_from_config(cfg)
     sam_sha256 = getattr(sam, "checkpoint_sha256", "")
