@@ -12,7 +12,7 @@ swapped; same seed, same steps, same data. Each run has ``--steps`` steps (the f
    the tiny SAM's own architecture, so only variants with that architecture can take it).
 
 A short run measures how fast each lever makes the model learn, not where a long run ends. Each
-variant's run sits in its own folder and resumes, so an interrupted benchmark continues.
+variant's run and scores sit in its own folder, so an interrupted benchmark continues where it stopped.
 
     python benchmarks/pretrain_levers.py --out DIR [--steps 300] [--variants A B ...] [--probe F]
 
@@ -111,14 +111,26 @@ def probe_scores(probe: Path, probe_args: list[str], weights: Path, out: Path) -
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
+    """Train (or resume) the variant and score it; a variant scored before is read from its folder."""
     cfg = VARIANTS[name](shipped_recipe(args.steps))
     run_dir = args.out / name
+    scores = run_dir / "scores.json"
+    probed = args.probe is not None and name in args.probe_variants
+    if scores.is_file():
+        row = json.loads(scores.read_text())
+        if (
+            row.get("steps") == args.steps
+            and row.get("toyparts_seed") == args.seed
+            and (not probed or "probe_embedding_fg_acc" in row)
+        ):
+            return row
     t = time.time()
     weights = pretrain_tiny_sam(run_dir, cfg, progress=False)
-    row = {"variant": name, "steps": args.steps, "run_s": round(time.time() - t)}
+    row = {"variant": name, "steps": args.steps, "toyparts_seed": args.seed, "run_s": round(time.time() - t)}
     row |= held_out_scores(run_dir) | toyparts_scores(trained_sam(cfg, weights), args.out, args.seed)
-    if args.probe and name in args.probe_variants:
+    if probed:
         row |= probe_scores(args.probe, args.probe_args.split(), weights, args.out)
+    scores.write_text(json.dumps(row) + "\n")
     return row
 
 
