@@ -123,6 +123,23 @@ def _collect_images(inputs: list[str]) -> list[Path]:
     return files
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise WpsSamError('export needs the onnx extra: pip install -e ".[onnx]"') from None
+    from .onnx_graph import export_image_encoder, export_onnx
+    from .predictor import PartPredictor
+
+    predictor = PartPredictor.from_run(args.run, "cpu", args.sam_checkpoint)
+    multimask = predictor.cfg.inference.point_multimask
+    path = export_onnx(predictor.model, args.onnx, predictor.class_names, multimask)
+    print(f"prompter + mask decoder: {path}")
+    if args.encoder_onnx:
+        print(f"SAM image encoder: {export_image_encoder(predictor.model, args.encoder_onnx)}")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
@@ -410,6 +427,16 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a run as ONNX: image embedding -> part classes, scores, masks")
+    p.add_argument("run")
+    p.add_argument("--onnx", required=True, help="file for the prompter + SAM mask decoder graph")
+    p.add_argument("--encoder-onnx", help="also export SAM's image encoder to this file")
+    p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
+    _add_common(p)
+    p.set_defaults(func=cmd_export)
+
+
 def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment parts in new images")
     p.add_argument("run")
@@ -535,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train_parser,
         _add_eval_parser,
         _add_predict_parser,
+        _add_export_parser,
         _add_check_data_parser,
         _add_cache_parser,
         _add_bench_parser,
