@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from wps_sam.bench import RESULT_KEYS, format_table, run_benchmark
+from wps_sam.bench import RESULT_KEYS, format_ratios, format_table, run_benchmark
 from wps_sam.config import PrompterConfig
 
 SMALL = PrompterConfig(num_queries=4, hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1, dim_feedforward=64)
@@ -44,11 +44,21 @@ def test_cpu_mode_writes_the_result(tmp_path):
     assert result["encoder_rel_err"] < 1e-5  # float32 SDPA on the CPU
     assert not result["details"]["train_extrapolated"]  # 4 steps: run in full
     files = list(tmp_path.iterdir())
-    assert [f.name for f in files] == [f"cpu-{result['date']}.json"]  # nothing else, no temporary file
+    assert [f.name for f in files] == [f"cpu-vit_mini-{result['date']}.json"]  # nothing else, no temporary file
     written = json.loads(files[0].read_text())
     assert {k: written[k] for k in RESULT_KEYS} == {k: result[k] for k in RESULT_KEYS}
     table = format_table([written])
     assert table.count("\n") == 2 and "| cpu | vit_mini | 4 x 2 |" in table
+
+
+def test_ratios_are_against_the_first_result():
+    def result(kind, encoder_img_s, total_s):
+        settings = {"sam_type": kind, "images": 8, "epochs": 1}
+        return {"encoder_img_s": encoder_img_s, "details": {"ours_total_s": total_s}, "settings": settings}
+
+    text = format_ratios([result("vit_b", 0.05, 400.0), result("vit_t", 0.5, 50.0)])
+    assert text == "vit_t vs vit_b: encoder 10.0x the images/s, training run 8.0x as fast (ours, 8 x 1)"
+    assert format_ratios([result("vit_b", 0.05, 400.0)]) == ""
 
 
 def test_extrapolates_long_runs():

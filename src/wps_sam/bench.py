@@ -353,7 +353,7 @@ def run_benchmark(
         "date": datetime.date.today().isoformat(),
     }
     if out_dir is not None:
-        path = Path(out_dir) / f"{result['device']}-{result['date']}.json"
+        path = Path(out_dir) / f"{result['device']}-{sam_type}-{result['date']}.json"
         atomic_write_json(path, result)
         result["path"] = str(path)
         logger.info("wrote %s", path)
@@ -419,6 +419,22 @@ def _measure_predict(
 
         seconds = _timed(dev, run)
     return batches * batch_size / seconds
+
+
+def format_ratios(results: list[dict[str, Any]]) -> str:
+    """Each result against the first, measured side by side: encoder images/s and whole-run time."""
+    if len(results) < 2:
+        return ""
+    base = results[0]
+    lines = []
+    for r in results[1:]:
+        encoder = r["encoder_img_s"] / base["encoder_img_s"]
+        run = base["details"]["ours_total_s"] / r["details"]["ours_total_s"]
+        lines.append(
+            f"{r['settings']['sam_type']} vs {base['settings']['sam_type']}: encoder {encoder:.1f}x the images/s, "
+            f"training run {run:.1f}x as fast (ours, {r['settings']['images']} x {r['settings']['epochs']})"
+        )
+    return "\n".join(lines)
 
 
 def format_table(results: list[dict[str, Any]]) -> str:

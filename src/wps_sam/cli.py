@@ -245,21 +245,25 @@ def cmd_cache(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import torch
 
-    from .bench import format_table, run_benchmark
+    from .bench import format_ratios, format_table, run_benchmark
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = run_benchmark(
-        device=device,
-        sam_type=args.sam_type or "vit_b",
-        images=args.images,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        out_dir=Path(args.out_dir),
-        quick=args.quick,
-        compile=False if args.no_compile else None,
-        reference_tf32=args.reference_tf32,
-    )
-    print(format_table([result]))
+    results = [
+        run_benchmark(
+            device=device,
+            sam_type=sam_type,
+            images=args.images,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            out_dir=Path(args.out_dir),
+            quick=args.quick,
+            compile=False if args.no_compile else None,
+            reference_tf32=args.reference_tf32,
+        )
+        for sam_type in args.sam_type or ["vit_b"]
+    ]
+    print(format_table(results))
+    print(format_ratios(results))
 
 
 def cmd_pretrain_sam(args: argparse.Namespace) -> None:
@@ -479,7 +483,12 @@ def _add_cache_parser(sub: argparse._SubParsersAction) -> None:
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark the official recipe against ours on this device")
     p.add_argument("--device", help="default: cuda when available, else cpu")
-    p.add_argument("--sam-type", choices=list(SAM_TYPES))
+    p.add_argument(
+        "--sam-type",
+        nargs="+",
+        choices=list(SAM_TYPES),
+        help="one or more, measured side by side (default vit_b)",
+    )
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)

@@ -151,7 +151,7 @@ class Config:
 
 
 # The SAM variants of sam/backbones.py (kept here so that parsing a config imports no torch).
-SAM_TYPES = ("vit_b", "vit_l", "vit_h", "vit_mini", "tiny")
+SAM_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t", "vit_mini", "tiny")
 
 _CHOICES = {
     ("sam", "type"): SAM_TYPES,

@@ -2,6 +2,9 @@
 
 * ``vit_b`` / ``vit_l`` / ``vit_h``: Meta's architectures (``segment_anything`` modules), so the
   official checkpoints load unchanged;
+* ``vit_t``: MobileSAM (Zhang et al. 2023): its TinyViT encoder, taken from the package that ships
+  MobileSAM's modules (the ``mobile`` extra), before SAM's own prompt encoder and mask decoder, so
+  MobileSAM's released ``mobile_sam.pt`` loads unchanged (1024 px, 64x64 embedding);
 * ``vit_mini``: the same structure scaled down (256 px input, 16x16 embedding, random weights
   only): the tests' stand-in for the official ViTs;
 * ``tiny``: the offline demo's foundation model, shipped with the package: SAM's prompt encoder and
@@ -35,6 +38,14 @@ PROMPT_EMBED_DIM = 256
 SHIPPED_TINY_WEIGHTS = "sam_tiny.safetensors"
 # The digest of the shipped weights (how they were made: weights/PRETRAIN_LOG.md); checked at load.
 SHIPPED_TINY_SHA256 = "967b8ed34140439ce0c4f864749ad295ae657b4127aa2f251706b6b88c75f566"
+
+
+_OFFICIAL_FILES = {
+    "vit_b": "sam_vit_b_01ec64.pth",
+    "vit_l": "sam_vit_l_0b3195.pth",
+    "vit_h": "sam_vit_h_4b8939.pth",
+    "vit_t": "mobile_sam.pt",
+}
 
 
 @dataclass(frozen=True)
@@ -113,9 +124,27 @@ def tiny_sam_architecture(embed_stride: int = EMBED_STRIDE) -> Sam:
     return _build_sam(encoder, TINY_IMAGE_SIZE // embed_stride, TINY_DECODER_MLP_DIM)
 
 
+def _tiny_vit_encoder() -> torch.nn.Module:
+    """MobileSAM's image encoder, as its ``build_sam_vit_t`` builds it."""
+    try:
+        with warnings.catch_warnings():  # the package imports timm's deprecated paths and re-registers models
+            warnings.simplefilter("ignore")
+            from mobile_sam.modeling import TinyViT
+    except ImportError:
+        raise CheckpointError('SAM vit_t (MobileSAM) needs its modules: pip install -e ".[mobile]"') from None
+    return TinyViT(
+        img_size=1024, in_chans=3, num_classes=1000, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+        num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
+        drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3,
+        layer_lr_decay=0.8,
+    )  # fmt: skip
+
+
 def _build_variant(kind: str) -> Sam:
     if kind == "tiny":
         return tiny_sam_architecture()
+    if kind == "vit_t":
+        return _build_sam(_tiny_vit_encoder(), 64, 2048)
     spec = SAM_SPECS[kind]
     return _build_sam(_vit_encoder(spec), spec.image_size // 16, spec.decoder_mlp_dim)
 
@@ -139,7 +168,7 @@ def build_sam(
     """Build SAM ``kind`` (one of :data:`SAM_TYPES`) and load its weights strictly.
 
     Args:
-        kind: ``vit_b`` | ``vit_l`` | ``vit_h`` | ``vit_mini`` | ``tiny``.
+        kind: ``vit_b`` | ``vit_l`` | ``vit_h`` | ``vit_t`` | ``vit_mini`` | ``tiny``.
         checkpoint: an official-layout file (plain state dict, ``.pth``) or ``.safetensors``;
             ``None`` loads the weights shipped with the package (``tiny`` only; their digest must be
             :data:`SHIPPED_TINY_SHA256`);
@@ -154,9 +183,11 @@ def build_sam(
         raise CheckpointError(f"unknown SAM type {kind!r}; choose one of {sorted(SAM_TYPES)}")
     if checkpoint is None:
         if kind != "tiny":
+            official = _OFFICIAL_FILES.get(kind, "e.g. sam_vit_b_01ec64.pth")
+            source = "MobileSAM's" if kind == "vit_t" else "Meta's segment-anything"
             raise CheckpointError(
-                f"SAM {kind} needs --sam-checkpoint: the official file (e.g. sam_vit_b_01ec64.pth from "
-                f"Meta's segment-anything release), or 'random' for random weights (tests only)"
+                f"SAM {kind} needs --sam-checkpoint: the official file ({official} from {source} "
+                f"release), or 'random' for random weights (tests only)"
             )
         checkpoint = shipped_tiny_weights()
         if not checkpoint.is_file():

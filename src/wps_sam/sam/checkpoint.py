@@ -73,9 +73,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def guess_sam_type(state: dict[str, torch.Tensor]) -> str | None:
     """Name the variant a state dict belongs to: the ViTs by the width of their encoder; the tiny SAM
-    by its convolutional stem."""
+    and MobileSAM by their convolutional stems."""
     if "image_encoder.stem.0.weight" in state:
         return "tiny"
+    if "image_encoder.patch_embed.seq.0.c.weight" in state:  # TinyViT's convolutional patch embedding
+        return "vit_t"
     pos = state.get("image_encoder.pos_embed")
     if pos is None or pos.ndim != 4:
         return None
