@@ -42,6 +42,14 @@ def data_root(tmp_path_factory):
     return root
 
 
+def _event_tags(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
 def _losses(run):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if "loss" in r]
@@ -85,9 +93,14 @@ def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
     losses = _losses(run)
     assert len(losses) == steps
     assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
+    assert {"train/loss", "train/lr", "train/match_recall", "val/miou", "val/macc"} <= _event_tags(run / "tb")
+    assert main(["plot", str(run)]) == 0 and (run / "curves.png").stat().st_size > 0
 
     assert main(["eval", str(run), "--data", str(data_root), "--split", "val", "--no-progress"]) == 0
     result = json.loads((run / "eval-val.json").read_text())
+    assert np.asarray(result["confusion"]).shape == (4, 4)
+    for chart in ("eval-val-per-class.png", "eval-val-confusion.png"):
+        assert Image.open(run / chart).size[0] > 100, chart
     for key in ("miou", "macc"):
         assert 0.0 <= result[key] <= 1.0
         assert 0.0 <= result["paper_protocol"][key] <= 1.0

@@ -73,6 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .atomic import atomic_write_json
     from .data.checks import triaged_split
     from .evaluation.evaluator import evaluate
+    from .plots import confusion_chart, per_class_iou_chart
     from .predictor import PartPredictor
 
     predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
@@ -95,6 +96,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result.update({"split": args.split, "data": str(Path(args.data).resolve())})
     out = Path(args.run) / f"eval-{args.split}.json"
     atomic_write_json(out, result)
+    name = f"{Path(args.run).name} on {args.split}"
+    charts = [
+        per_class_iou_chart(
+            out.with_name(f"eval-{args.split}-per-class.png"), result, f"per-class IoU: {name}"
+        ),
+        confusion_chart(out.with_name(f"eval-{args.split}-confusion.png"), result, f"confusion: {name}"),
+    ]
     paper = result["paper_protocol"]
     print(
         json.dumps(
@@ -105,6 +113,26 @@ def cmd_eval(args: argparse.Namespace) -> None:
             }
         )
     )
+    print(f"wrote {out}, {charts[0].name}, {charts[1].name}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from .engine.run_dir import METRICS_FILE
+    from .plots import training_curves
+
+    path = Path(args.run) / METRICS_FILE
+    if not path.is_file():
+        raise WpsSamError(f"{path} does not exist: plot takes a run folder written by `wps-sam train`")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise WpsSamError(f"{path}: line {number} is not JSON ({exc.msg})") from None
+    try:
+        out = training_curves(args.out or Path(args.run) / "curves.png", records, Path(args.run).name)
+    except ValueError as exc:
+        raise WpsSamError(f"{path}: {exc}") from None
     print(f"wrote {out}")
 
 
@@ -441,6 +469,14 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw a run's training curves from its metrics.jsonl")
+    p.add_argument("run")
+    p.add_argument("--out", help="image file (default RUN/curves.png)")
+    _add_common(p)
+    p.set_defaults(func=cmd_plot)
+
+
 def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment parts in new images")
     p.add_argument("run")
@@ -572,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_eval_parser,
         _add_predict_parser,
         _add_export_parser,
+        _add_plot_parser,
         _add_check_data_parser,
         _add_cache_parser,
         _add_bench_parser,

@@ -36,6 +36,7 @@ from .device import resolve_device
 from .distributed import all_reduce_mean, init_distributed, wrap_prompter
 from .loop import image_embeddings, move_batch, train_step
 from .order import epoch_batches
+from .scalars import ScalarLog
 from .schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class _Run:
     sam_sha256: str
     prompter: torch.nn.Module
     global_step: int = 0
+    scalars: ScalarLog | None = None  # the main process's metrics.jsonl and TensorBoard writer
 
     @property
     def main_process(self) -> bool:
@@ -94,6 +96,8 @@ def train(
     from tqdm import tqdm
 
     run = _prepare(cfg, Path(out), resume, progress, recheck)
+    if run.main_process:
+        run.scalars = ScalarLog(run.out, run.global_step)
     run.model.train()
     bar = tqdm(
         total=run.total_steps,
@@ -118,9 +122,7 @@ def train(
                 run.global_step % cfg.train.log_every == 0 or run.global_step == run.total_steps
             ):
                 record = {"step": run.global_step, "epoch": epoch, "lr": run.scheduler.get_last_lr()[0]}
-                run_dir.append_metrics(
-                    run.out, record | stats | {"elapsed_s": round(time.time() - started, 2)}
-                )
+                run.scalars.write(record | stats | {"elapsed_s": round(time.time() - started, 2)})
             if run.global_step % cfg.train.save_every == 0:
                 _save_state(run)
             if run.global_step >= run.total_steps:
@@ -130,6 +132,8 @@ def train(
             _validate(run, epoch, bar)
     bar.close()
     _save_state(run)
+    if run.scalars is not None:
+        run.scalars.close()
     if run.cache is not None:
         run.cache.release()
     return run.out
@@ -308,7 +312,7 @@ def _validate(run: _Run, epoch: int, bar: Any) -> None:
         "val_miou": metrics["miou"],
         "val_macc": metrics["macc"],
     }
-    run_dir.append_metrics(run.out, record)
+    run.scalars.write(record)
     bar.write(f"epoch {epoch}: val mIoU {metrics['miou']:.4f}  mACC {metrics['macc']:.4f}")
 
 

@@ -35,7 +35,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Standard mIoU/mACC (one confusion matrix, original frame) and the paper protocol of ``index``.
 
-    Returns ``{"miou", "macc", "pixel_acc", "per_class", "paper_protocol": {...}, "images": n}``.
+    Returns ``{"miou", "macc", "pixel_acc", "per_class", "confusion", "paper_protocol": {...},
+    "images": n}``; ``confusion`` is the [C+1, C+1] pixel count matrix (rows: ground truth).
     """
     from tqdm import tqdm
 
@@ -95,6 +96,7 @@ def evaluate(
             confusion.update(pred_map, gt_map)
     model.prompter.train(was_training)
     result = confusion.compute(["background", *index.class_names])
+    result["confusion"] = confusion.matrix.tolist()  # pixels; rows: ground truth, background first
     result["paper_protocol"] = paper.compute()
     result["images"] = len(dataset)
     return result
