@@ -116,6 +116,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"wrote {out}, {charts[0].name}, {charts[1].name}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import serve
+
+    serve(args.run, args.host, args.port)
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from .engine.run_dir import METRICS_FILE
     from .plots import training_curves
@@ -175,7 +181,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .data.checks import inspect_image
     from .data.images import read_image
     from .errors import DataError
-    from .export import encode_rle, save_label_map
+    from .export import prediction_record, save_label_map
     from .predictor import PartPredictor
     from .viz import save_overlay
 
@@ -200,23 +206,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         result = predictor.predict(image)
         save_label_map(out / f"{path.stem}.png", result.label_map)
         save_overlay(out / f"{path.stem}_overlay.png", image, result.label_map, predictor.class_names)
-        records.append(
-            {
-                "file": str(path),
-                "height": image.shape[0],
-                "width": image.shape[1],
-                "instances": [
-                    {
-                        "class_id": inst.class_id,
-                        "class_name": inst.class_name,
-                        "score": round(inst.score, 5),
-                        "box_xyxy": [float(v) for v in inst.box_xyxy],
-                        "segmentation": encode_rle(inst.mask),
-                    }
-                    for inst in result.instances
-                ],
-            }
-        )
+        records.append(prediction_record(str(path), *image.shape[:2], result.instances))
     atomic_write_json(
         out / "predictions.json",
         {"class_names": predictor.class_names, "images": records, "unreadable": unreadable},
@@ -469,6 +459,15 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="the browser app (Gradio) and its predict endpoint")
+    p.add_argument("run", nargs="?", help="run folder (default: the demo prompter shipped in the package)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    _add_common(p)
+    p.set_defaults(func=cmd_serve)
+
+
 def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw a run's training curves from its metrics.jsonl")
     p.add_argument("run")
@@ -609,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_predict_parser,
         _add_export_parser,
         _add_plot_parser,
+        _add_serve_parser,
         _add_check_data_parser,
         _add_cache_parser,
         _add_bench_parser,

@@ -134,6 +134,26 @@ def instances_to_json(
     return instances
 
 
+def prediction_record(file: str, height: int, width: int, instances: Sequence[Any]) -> dict[str, Any]:
+    """One image's entry of ``predictions.json`` (``wps-sam predict``, ``wps-sam serve``) from the
+    :class:`~wps_sam.predictor.PartInstanceResult` of its parts (original frame)."""
+    return {
+        "file": file,
+        "height": int(height),
+        "width": int(width),
+        "instances": [
+            {
+                "class_id": inst.class_id,
+                "class_name": inst.class_name,
+                "score": round(inst.score, 5),
+                "box_xyxy": [float(v) for v in inst.box_xyxy],
+                "segmentation": encode_rle(inst.mask),
+            }
+            for inst in instances
+        ],
+    }
+
+
 def save_instances_json(path: str | Path, instances: list[dict[str, Any]]) -> Path:
     """Write the output of :func:`instances_to_json` (or a list of them) atomically as JSON."""
     return atomic_write_json(path, instances)

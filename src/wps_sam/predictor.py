@@ -70,12 +70,20 @@ class PartPredictor:
         cls, run: str | Path, device: str = "auto", sam_checkpoint: str | None = None
     ) -> PartPredictor:
         """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM path."""
-        from .engine.device import resolve_device
 
         run = Path(run)
         if not run.is_dir():
             raise CheckpointError(f"run directory not found: {run}")
-        state, class_names, cfg, _ = load_weights(run / WEIGHTS_FILE)
+        return cls.from_weights(run / WEIGHTS_FILE, device, sam_checkpoint)
+
+    @classmethod
+    def from_weights(
+        cls, weights: str | Path, device: str = "auto", sam_checkpoint: str | None = None
+    ) -> PartPredictor:
+        """The model of a prompter weights file (a run's ``model.safetensors``, which records its config)."""
+        from .engine.device import resolve_device
+
+        state, class_names, cfg, _ = load_weights(Path(weights))
         if sam_checkpoint is not None:
             cfg = dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, checkpoint=sam_checkpoint))
         sam = build_sam(cfg.sam.type, cfg.sam.checkpoint, sha256=cfg.sam.sha256)
@@ -84,7 +92,7 @@ class PartPredictor:
             model.prompter.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(
-                f"{run / WEIGHTS_FILE}: prompter weights do not fit its config ({str(exc).splitlines()[0]})"
+                f"{weights}: prompter weights do not fit its config ({str(exc).splitlines()[0]})"
             ) from None
         return cls(model, class_names, cfg, resolve_device(device))
 
@@ -93,14 +101,37 @@ class PartPredictor:
         self, images: torch.Tensor, original_sizes: list[tuple[int, int]]
     ) -> list[PartSegmentation]:
         """``images``: [B,3,S,S] preprocessed (see :class:`SamTransform`); sizes (H, W) of the originals."""
+        return self.decode(self.embed(images), original_sizes)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,S,S] preprocessed images -> [B,256,h,w] float32 SAM embeddings (the costly part)."""
         with autocast(self.device, self.cfg.train.amp):
-            embeddings = self.model.embed(images.to(self.device)).float()
+            return self.model.embed(images.to(self.device)).float()
+
+    @torch.no_grad()
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        original_sizes: list[tuple[int, int]],
+        score_threshold: float | None = None,
+        mask_probability: float | None = None,
+    ) -> list[PartSegmentation]:
+        """Parts of images from their embeddings [B,256,h,w], as :meth:`predict` gives them.
+
+        ``score_threshold`` (a class probability) and ``mask_probability`` (a mask pixel's SAM
+        probability) override the run's inference settings; a changed threshold costs no encoder pass.
+        """
+        if score_threshold is None:
+            score_threshold = self.cfg.inference.score_threshold
         predictions = self.model.predict(
-            embeddings,
-            self.cfg.inference.score_threshold,
-            self.cfg.inference.point_multimask,
+            embeddings.to(self.device), score_threshold, self.cfg.inference.point_multimask
         )
-        threshold = float(torch.sigmoid(torch.tensor(self.cfg.inference.mask_threshold)))
+        threshold = (
+            float(torch.sigmoid(torch.tensor(self.cfg.inference.mask_threshold)))
+            if mask_probability is None
+            else mask_probability
+        )
         results = []
         for pred, size in zip(predictions, original_sizes):
             input_size = self.transform.input_size(size)
