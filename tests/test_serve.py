@@ -180,3 +180,15 @@ def test_a_run_of_another_sam_is_a_message_in_the_page(page, predictor, tmp_path
     assert "gone.pth" in page.locator("#status").inner_text()
     _upload(page, image_file)  # the current run still serves
     page.locator("#status", has_text="part(s)").wait_for(timeout=30_000)
+
+
+def test_the_embedded_default_serves_the_bundled_examples():
+    from wps_sam.sam.backbones import SHIPPED_TINY_SHA256
+    from wps_sam.serve import bundled_examples, shipped_demo_prompter
+
+    predictor = PartPredictor.from_weights(shipped_demo_prompter(), "cpu")
+    assert predictor.cfg.sam.type == "tiny" and predictor.cfg.sam.sha256 == SHIPPED_TINY_SHA256
+    examples = bundled_examples()
+    assert len(examples) == 4
+    _, table, _ = PartSegmenter(predictor).segment(str(examples[0]))
+    assert table and all(name in predictor.class_names for name, _, _ in table)
