@@ -239,40 +239,21 @@ def _measure_ours(run: _Run, runner: Any, full_run_budget_s: float) -> dict[str,
     }
 
 
-def run_benchmark(
-    device: str = "cuda",
-    sam_type: str = "vit_b",
-    images: int = 256,
-    epochs: int = 20,
-    batch_size: int = 8,
-    out_dir: str | Path | None = Path("benchmarks/results"),
-    quick: bool = False,
-    compile: bool | None = None,
-    prompter: PrompterConfig | None = None,
-    full_run_budget_s: float = 300.0,
-    reference_tf32: bool = False,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Measure everything the module docstring lists; write and return the result.
-
-    Args:
-        device: ``cuda``, ``cuda:N`` or ``cpu`` (the CPU mode: use ``sam_type="vit_mini"``, small N, K).
-        sam_type: SAM variant (random weights).
-        images, epochs, batch_size: N, K and the batch size of the training comparison.
-        out_dir: where the json goes; ``None`` writes nothing.
-        quick: time fewer steps and iterations (smoke runs, the CPU test).
-        compile: ``torch.compile`` the encoder for ``encoder_img_s`` and prediction (default: on CUDA).
-        prompter: the prompter's configuration (default: the paper's).
-        full_run_budget_s: run our whole K-epoch loop when it is estimated to take at most this.
-        reference_tf32: let the reference's float32 matmuls use TF32. The official code leaves
-            PyTorch's default (float32 matmuls, TF32 convolutions), which the reference follows.
-    """
+def _setup(
+    dev: torch.device,
+    sam_type: str,
+    images: int,
+    epochs: int,
+    batch_size: int,
+    quick: bool,
+    prompter: PrompterConfig | None,
+    seed: int,
+) -> tuple[_Run, Config, torch.Generator]:
+    """The benchmark's model (random SAM weights, official-scale rel-pos), targets and input pool,
+    and the generator that drew them (the prediction benchmark draws on from it)."""
     from .build import build_training_criterion, build_wps_sam
     from .sam.backbones import build_sam
-    from .sam.encoder import EncoderRunner
 
-    dev = torch.device(device)
-    compile = dev.type == "cuda" if compile is None else compile
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings():
@@ -304,6 +285,76 @@ def run_benchmark(
         measured=1 if quick else 5,
         start={k: v.clone() for k, v in model.prompter.state_dict().items()},
     )
+    return run, cfg, gen
+
+
+def _settings(
+    run: _Run,
+    cfg: Config,
+    images: int,
+    epochs: int,
+    quick: bool,
+    seed: int,
+    reference_tf32: bool,
+    runner: Any,
+    compile: bool,
+) -> dict[str, Any]:
+    """What a benchmark result was measured with."""
+    batch_size, dev = run.batch_size, run.dev
+    return {
+        "sam_type": cfg.sam.type,
+        "images": images,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "weights": "random",
+        "rel_pos_std": REL_POS_STD,
+        "num_classes": NUM_CLASSES,
+        "prompter": dataclasses.asdict(cfg.prompter),
+        "quick": quick,
+        "seed": seed,
+        "reference": "segment-anything attention, float32 "
+        f"({'TF32' if reference_tf32 else 'float32'} matmuls, TF32 cuDNN convolutions), per-image loop",
+        "ours": f"cache built once ({runner.precision}, eager), train_step with amp={dev.type == 'cuda'}",
+        "encoder": f"{runner.precision}, compile={compile}, batch {batch_size}",
+        "predict": f"PartPredictor, {PREDICT_IMAGE_SIZE[0]}x{PREDICT_IMAGE_SIZE[1]} uint8 images, "
+        f"encoder {runner.precision}, compile={compile}",
+    }
+
+
+def run_benchmark(
+    device: str = "cuda",
+    sam_type: str = "vit_b",
+    images: int = 256,
+    epochs: int = 20,
+    batch_size: int = 8,
+    out_dir: str | Path | None = Path("benchmarks/results"),
+    quick: bool = False,
+    compile: bool | None = None,
+    prompter: PrompterConfig | None = None,
+    full_run_budget_s: float = 300.0,
+    reference_tf32: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Measure everything the module docstring lists; write and return the result.
+
+    Args:
+        device: ``cuda``, ``cuda:N`` or ``cpu`` (the CPU mode: use ``sam_type="vit_mini"``, small N, K).
+        sam_type: SAM variant (random weights).
+        images, epochs, batch_size: N, K and the batch size of the training comparison.
+        out_dir: where the json goes; ``None`` writes nothing.
+        quick: time fewer steps and iterations (smoke runs, the CPU test).
+        compile: ``torch.compile`` the encoder for ``encoder_img_s`` and prediction (default: on CUDA).
+        prompter: the prompter's configuration (default: the paper's).
+        full_run_budget_s: run our whole K-epoch loop when it is estimated to take at most this.
+        reference_tf32: let the reference's float32 matmuls use TF32. The official code leaves
+            PyTorch's default (float32 matmuls, TF32 convolutions), which the reference follows.
+    """
+    from .sam.encoder import EncoderRunner
+
+    dev = torch.device(device)
+    compile = dev.type == "cuda" if compile is None else compile
+    run, cfg, gen = _setup(dev, sam_type, images, epochs, batch_size, quick, prompter, seed)
+    model = run.model
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -330,24 +381,7 @@ def run_benchmark(
         "encoder_rel_err": encoder["rel_err"],
         "predict_img_s": predict_img_s,
         "peak_mem_gb": torch.cuda.max_memory_allocated(dev) / 1e9 if dev.type == "cuda" else None,
-        "settings": {
-            "sam_type": sam_type,
-            "images": images,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "weights": "random",
-            "rel_pos_std": REL_POS_STD,
-            "num_classes": NUM_CLASSES,
-            "prompter": dataclasses.asdict(cfg.prompter),
-            "quick": quick,
-            "seed": seed,
-            "reference": "segment-anything attention, float32 "
-            f"({'TF32' if reference_tf32 else 'float32'} matmuls, TF32 cuDNN convolutions), per-image loop",
-            "ours": f"cache built once ({runner.precision}, eager), train_step with amp={dev.type == 'cuda'}",
-            "encoder": f"{runner.precision}, compile={compile}, batch {batch_size}",
-            "predict": f"PartPredictor, {PREDICT_IMAGE_SIZE[0]}x{PREDICT_IMAGE_SIZE[1]} uint8 images, "
-            f"encoder {runner.precision}, compile={compile}",
-        },
+        "settings": _settings(run, cfg, images, epochs, quick, seed, reference_tf32, runner, compile),
         "details": details,
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),

@@ -368,6 +368,40 @@ def _parse_part(
     return PartInstance(ann_id, label, box, seg, is_polygon, bool(ann.get("iscrowd", False)))
 
 
+def _read_images(images: list, image_dir: Path, index: PartDataIndex, path: Path) -> dict[int, ImageEntry]:
+    """The json's image records that name a file: id -> entry; the others go to ``index.skipped_images``."""
+    by_id: dict[int, ImageEntry] = {}
+    for img in images:
+        img = img if isinstance(img, dict) else {}
+        image_id, file_name = as_int(img.get("id")), img.get("file_name")
+        record = {"image_id": img.get("id"), "file_name": file_name}
+        if image_id is None or not isinstance(file_name, str) or not file_name:
+            index.skipped_images.append({**record, "reason": "needs an integer 'id' and a 'file_name'"})
+            continue
+        if image_id in by_id:
+            index.skipped_images.append({**record, "reason": f"duplicate image id {image_id}"})
+            continue
+        file_path = _resolve_path(image_dir, file_name)
+        if file_path is None:
+            index.skipped_images.append({**record, "reason": f"file not found under {image_dir}"})
+            continue
+        height, width = as_int(img.get("height")), as_int(img.get("width"))
+        if not _plausible_size(height, width):
+            try:
+                height, width = image_size(file_path)
+            except DataError as e:
+                index.skipped_images.append({**record, "reason": str(e)})
+                continue
+            index.repaired.append({"image_id": image_id, "reason": "height/width read from the file"})
+        by_id[image_id] = ImageEntry(image_id, file_name, file_path, height, width, [])
+    if images and not by_id:
+        raise DataError(
+            f"none of the {len(images)} images of {path} could be used, e.g. "
+            f"{index.skipped_images[0]['file_name']!r}: {index.skipped_images[0]['reason']}"
+        )
+    return by_id
+
+
 def load_split(root: str | Path, split: str, class_names: list[str] | None = None) -> PartDataIndex:
     """Read one split of a data set in the PartImageNet layout.
 
@@ -392,36 +426,7 @@ def load_split(root: str | Path, split: str, class_names: list[str] | None = Non
         if not isinstance(a, dict)
     ]
 
-    by_id: dict[int, ImageEntry] = {}
-    for img in data["images"]:
-        img = img if isinstance(img, dict) else {}
-        image_id, file_name = as_int(img.get("id")), img.get("file_name")
-        record = {"image_id": img.get("id"), "file_name": file_name}
-        if image_id is None or not isinstance(file_name, str) or not file_name:
-            index.skipped_images.append({**record, "reason": "needs an integer 'id' and a 'file_name'"})
-            continue
-        if image_id in by_id:
-            index.skipped_images.append({**record, "reason": f"duplicate image id {image_id}"})
-            continue
-        file_path = _resolve_path(image_dir, file_name)
-        if file_path is None:
-            index.skipped_images.append({**record, "reason": f"file not found under {image_dir}"})
-            continue
-        height, width = as_int(img.get("height")), as_int(img.get("width"))
-        if not _plausible_size(height, width):
-            try:
-                height, width = image_size(file_path)
-            except DataError as e:
-                index.skipped_images.append({**record, "reason": str(e)})
-                continue
-            index.repaired.append({"image_id": image_id, "reason": "height/width read from the file"})
-        by_id[image_id] = ImageEntry(image_id, file_name, file_path, height, width, [])
-    if data["images"] and not by_id:
-        raise DataError(
-            f"none of the {len(data['images'])} images of {path} could be used, e.g. "
-            f"{index.skipped_images[0]['file_name']!r}: {index.skipped_images[0]['reason']}"
-        )
-
+    by_id = _read_images(data["images"], image_dir, index, path)
     skipped_ids = {as_int(r["image_id"]) for r in index.skipped_images} - by_id.keys() - {None}
     for ann in anns:
         image_id, cat_id = as_int(ann.get("image_id")), as_int(ann.get("category_id"))
