@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 from collections import OrderedDict
 from importlib import resources
@@ -124,6 +125,7 @@ def _message(exc: Exception) -> str:
 
 def build_app(segmenter: PartSegmenter, examples: list[Path] | None = None) -> Any:
     """The Gradio ``Blocks`` of the page and the ``predict`` endpoint."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline and private by default
     import gradio as gr
 
     cfg = segmenter.predictor.cfg.inference
