@@ -57,3 +57,19 @@ def test_check_data_always_decodes(counted):
     assert len(seen) == 8
     triaged_split(root, "train")  # check-data stored its verdicts
     assert len(seen) == 8
+
+
+def test_a_file_that_appears_or_an_edited_json_is_seen(counted):
+    root, seen = counted
+    images = root / "images" / "train"
+    victim = sorted(images.iterdir())[0]
+    moved = root / victim.name
+    victim.rename(moved)  # missing at the first start: skipped
+    first = triaged_split(root, "train")
+    assert [r["file_name"] for r in first.skipped_images] == [victim.name]
+    moved.rename(victim)  # back: the folder changed, the split is triaged again (its verdict decoded)
+    assert len(triaged_split(root, "train").images) == 4 and seen.count(victim.name) == 1
+    path = root / "annotations" / "train" / "train.json"
+    path.write_text(path.read_text().replace('"iscrowd": 0', '"iscrowd": 1', 1))
+    crowd = triaged_split(root, "train")
+    assert sum(p.iscrowd for e in crowd.images for p in e.parts) == 1 and len(seen) == 4

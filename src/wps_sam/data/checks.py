@@ -24,9 +24,9 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from wps_sam.data.coco import PartDataIndex, load_split, rescale_entry
+from wps_sam.data.coco import PartDataIndex, find_annotation_file, load_split, rescale_entry
 from wps_sam.data.images import pixel_limit
-from wps_sam.data.triage_cache import VerdictStore, file_key
+from wps_sam.data.triage_cache import VerdictStore, file_key, split_key
 from wps_sam.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -261,6 +261,23 @@ def _store(index: PartDataIndex, recheck: bool) -> VerdictStore:
     return VerdictStore(index.root / "images" / index.split, recheck=recheck)
 
 
+def _triage(
+    root: Path, split: str, class_names: list[str] | None, decode: bool, progress: bool, recheck: bool
+) -> PartDataIndex:
+    """The triaged split: as a previous start left it when nothing it depends on changed (the
+    annotation file, the class names, the image files and folders), else loaded and checked anew."""
+    store = VerdictStore(root / "images" / split, recheck=recheck)
+    limit, annotations = pixel_limit(), find_annotation_file(root, split)
+    key = split_key(annotations, class_names, limit, decode)
+    index = store.triaged(key, limit, decode)
+    if index is None:
+        index = load_split(root, split, class_names=class_names)
+        verify_images(index, decode, progress, store)
+        store.keep_triaged(key, index, limit, decode)
+        store.save()
+    return index
+
+
 def triaged_split(
     root: str | Path,
     split: str,
@@ -276,8 +293,7 @@ def triaged_split(
     ``recheck`` decodes every image anew. With ``strict``, a split with any skipped image or
     annotation raises :class:`DataError` instead.
     """
-    index = load_split(root, split, class_names=class_names)
-    verify_images(index, decode_images, progress, _store(index, recheck))
+    index = _triage(Path(root), split, class_names, decode_images, progress, recheck)
     report = report_of(index)
     line = summary_line(report)
     if line is None:

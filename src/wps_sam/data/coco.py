@@ -288,7 +288,8 @@ def rasterisable_outline(p: Any) -> bool:
             v = [float(x) for x in p[:n]]
         except (TypeError, ValueError, OverflowError):
             return False
-        if not all(math.isfinite(x) and abs(x) <= _MAX_POLYGON_PERIMETER for x in v):
+        # a NaN or infinity makes the sum non-finite (the sum of <= 64 bounded values cannot overflow)
+        if not math.isfinite(sum(v)) or max(map(abs, v)) > _MAX_POLYGON_PERIMETER:
             return False
         steps = (max(abs(v[i] - v[i - 2]), abs(v[i + 1] - v[i - 1])) for i in range(0, n, 2))
         return sum(steps) <= _MAX_POLYGON_PERIMETER

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 PROMPT_EMBED_DIM = 256
 SHIPPED_TINY_WEIGHTS = "sam_tiny.safetensors"
 # The digest of the shipped weights (how they were made: weights/PRETRAIN_LOG.md); checked at load.
-SHIPPED_TINY_SHA256 = "967b8ed34140439ce0c4f864749ad295ae657b4127aa2f251706b6b88c75f566"
+SHIPPED_TINY_SHA256 = "44492dc9caccd9ce06b345c9d83ffea78180ecb8b3393b64e3e8a338d5e63600"
 
 
 _OFFICIAL_FILES = {
