@@ -77,7 +77,7 @@ def test_the_official_selection_and_masks(data):
     assert sorted(p.ann_id for p in index.images[0].parts) == [1, 2, 5]  # our clean parsing
     truth = PaperGroundTruth(index, S)
     assert [p.ann_id for p in truth.parts[7]] == [1, 3, 4]
-    masks, labels = truth.masks(7, (H, W), (H, W))
+    masks, labels = truth.masks(7, (H, W))
     assert labels.tolist() == [0, 0, 1]
     assert torch.equal(masks, torch.from_numpy(official_masks(path, [1, 3, 4])))
     assert masks[1].any() and not masks[2].any()  # the odd polygon is drawn, the zero-area one empty
@@ -101,11 +101,11 @@ def test_masks_decoded_for_the_standard_protocol_are_reused(data, monkeypatch):
     truth = PaperGroundTruth(index, S)
     part = next(p for p in index.images[0].parts if p.ann_id == 1)
     decoded = {1: (part.segmentation, instance_mask(part, H, W))}
-    want, _ = truth.masks(7, (H, W), (H, W))
+    want, _ = truth.masks(7, (H, W))
     calls = []
     real = paper_ground_truth.decode_masks
     monkeypatch.setattr(paper_ground_truth, "decode_masks", lambda r: calls.append(1) or real(r))
-    got, _ = truth.masks(7, (H, W), (H, W), decoded)
+    got, _ = truth.masks(7, (H, W), decoded)
     assert torch.equal(got, want) and len(calls) == 2  # parts 3 and 4 only
 
 
@@ -126,3 +126,21 @@ def test_official_selection_cases(seg, kept):
     assert (polygons is not None) == kept
     if kept:
         assert polygons[0] == seg[0] and all(len(p) >= 2 for p in polygons)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools itself
+def test_polygons_are_drawn_on_the_jsons_canvas_when_the_file_is_larger(data):
+    from wps_sam.data.checks import triaged_split
+
+    root, path = data
+    coco = json.loads(path.read_text())
+    coco["images"][0].update(height=H // 2, width=W // 2)  # the file is twice the json's size
+    for ann in coco["annotations"]:
+        if isinstance(ann["segmentation"], list):
+            ann["segmentation"] = [[v / 2 for v in p] for p in ann["segmentation"]]
+    coco["annotations"] = [a for a in coco["annotations"] if a["id"] in (1, 3)]
+    path.write_text(json.dumps(coco))
+    index = triaged_split(root, "val")  # rescales its entry to the file
+    assert (index.images[0].height, index.images[0].width) == (H, W)
+    masks, _ = PaperGroundTruth(index, S).masks(7, (H, W))
+    assert torch.equal(masks, torch.from_numpy(official_masks(path, [1, 3])))

@@ -73,9 +73,7 @@ def evaluate(
             # resizes it to the input frame as the official loader does.
             originals = [instance_mask(p, entry.height, entry.width) for p in entry.parts]
             decoded = {p.ann_id: (p.segmentation, m) for p, m in zip(entry.parts, originals) if p.is_polygon}
-            paper_masks, paper_labels = paper_gt.masks(
-                entry.image_id, (entry.height, entry.width), (height, width), decoded
-            )
+            paper_masks, paper_labels = paper_gt.masks(entry.image_id, (height, width), decoded)
             probs_input = masks_to_input_frame(pred.mask_logits, image_size).sigmoid().cpu()
             paper.update(
                 probs_input,

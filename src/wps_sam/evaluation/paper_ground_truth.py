@@ -63,7 +63,15 @@ class PaperGroundTruth:
     def __init__(self, index: PartDataIndex, image_size: int) -> None:
         data = read_annotation_json(find_annotation_file(index.root, index.split))
         label_of = {cat: k for k, cat in enumerate(index.category_ids) if cat >= 0}
-        kept = {entry.image_id for entry in index.images}
+        # The canvas of each image's polygons is the json's size, as annToMask draws them (the
+        # loader may have rescaled an entry to its file; the official code never does).
+        self.canvas = {entry.image_id: (entry.height, entry.width) for entry in index.images}
+        for img in data["images"]:
+            image_id = as_int(img.get("id")) if isinstance(img, dict) else None
+            h, w = (as_int(img.get(k)) for k in ("height", "width")) if image_id is not None else (None, None)
+            if image_id in self.canvas and h and w and h > 0 and w > 0:
+                self.canvas[image_id] = (h, w)
+        kept = set(self.canvas)
         self.transform = SamTransform(image_size)
         self.parts: dict[int, list[PaperPart]] = defaultdict(list)
         for ann in data["annotations"]:
@@ -77,28 +85,27 @@ class PaperGroundTruth:
     def masks(
         self,
         image_id: int,
-        json_size: tuple[int, int],
         image_shape: tuple[int, int],
         decoded: Mapping[int, tuple[list, np.ndarray]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Bool masks [N, S, S] (input frame, padded at the bottom and right) and labels [N] of an image.
 
         Args:
-            json_size: (height, width) of the canvas the polygons are rasterised on (the json's).
             image_shape: (height, width) of the image file, whose input frame the masks are resized to.
-            decoded: ann id -> (polygons, bool [H, W] mask) already rasterised on that canvas; a part
-                with the same id and the same polygons is not rasterised again.
+            decoded: ann id -> (polygons, bool [H, W] mask) already rasterised on the json's canvas; a
+                part with the same id, the same polygons and that canvas is not rasterised again.
         """
         parts = self.parts.get(image_id, [])
+        canvas = self.canvas.get(image_id, image_shape)
         size = self.transform.image_size
         input_size = self.transform.input_size(image_shape)
         out = torch.zeros(len(parts), size, size, dtype=torch.bool)
         for k, part in enumerate(parts):
             known = (decoded or {}).get(part.ann_id)
-            if known is not None and known[0] == part.polygons:
+            if known is not None and known[0] == part.polygons and known[1].shape == canvas:
                 mask = known[1].astype(np.uint8)
             else:
-                mask = decode_masks(mask_utils.merge(mask_utils.frPyObjects(part.polygons, *json_size)))
+                mask = decode_masks(mask_utils.merge(mask_utils.frPyObjects(part.polygons, *canvas)))
             out[k] = resized_like_sam(mask, input_size, size)
         return out, torch.tensor([p.label for p in parts], dtype=torch.long)
 
