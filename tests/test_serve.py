@@ -65,7 +65,7 @@ def test_segment_is_the_predictors_and_thresholds_reuse_the_embedding(predictor,
     want = parts_table(predictor.predict(image), *image.shape[:2])
     overlay, table, files = segmenter.segment(str(image_file))
     assert table == want and len(table) >= 2 and overlay.shape[0] == image.shape[0]
-    assert [f.rsplit(".", 1)[1] for f in files] == ["png", "json"]
+    assert [f.rsplit("/", 1)[1] for f in files] == ["blocks.png", "predictions.json"]
     calls = []
     real = predictor.embed
     monkeypatch.setattr(predictor, "embed", lambda x: calls.append(1) or real(x))

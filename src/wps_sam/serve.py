@@ -75,8 +75,8 @@ class PartSegmenter:
         self.predictor, self.embeddings = predictor, OrderedDict()
         return f"loaded {run.strip()}: {len(predictor.class_names)} part classes"
 
-    def embedding(self, image: np.ndarray) -> torch.Tensor:
-        key = hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()
+    def embedding(self, image: np.ndarray, key: str) -> torch.Tensor:
+        """SAM's embedding of ``image`` (``key``: its digest), computed once while it stays recent."""
         if key not in self.embeddings:
             batch = self.predictor.transform.apply_image(image)[None]
             self.embeddings[key] = self.predictor.embed(batch)
@@ -95,8 +95,9 @@ class PartSegmenter:
         """Overlay, parts table and download files of the image at ``path`` (only ``classes`` shown)."""
         image = read_image(Path(path))
         height, width = image.shape[:2]
+        key = hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()
         result = self.predictor.decode(
-            self.embedding(image), [(height, width)], score_threshold, mask_probability
+            self.embedding(image, key), [(height, width)], score_threshold, mask_probability
         )[0]
         names = self.predictor.class_names
         if classes is not None:
@@ -105,12 +106,12 @@ class PartSegmenter:
             result = PartSegmentation(
                 np.where(hidden, 0, result.label_map), [i for i in result.instances if i.class_id in shown]
             )
-        stem = Path(path).stem
-        label_png = save_label_map(self.out_dir / f"{stem}.png", result.label_map)
+        folder = self.out_dir / key[:16]  # one folder per image: the names `wps-sam predict` writes
+        folder.mkdir(parents=True, exist_ok=True)
+        label_png = save_label_map(folder / f"{Path(path).stem}.png", result.label_map)
         record = prediction_record(Path(path).name, height, width, result.instances)
         predictions = atomic_write_json(
-            self.out_dir / f"{stem}_predictions.json",
-            {"class_names": names, "images": [record], "unreadable": []},
+            folder / "predictions.json", {"class_names": names, "images": [record], "unreadable": []}
         )
         view = overlay(image, result.label_map, names)
         return view, parts_table(result, height, width), [str(label_png), str(predictions)]
