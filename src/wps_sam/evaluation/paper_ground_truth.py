@@ -34,6 +34,7 @@ from ..data.coco import (
     rasterisable_outline,
     read_annotation_json,
 )
+from ..data.images import pixel_limit
 from ..data.rle import decode_masks
 from ..data.transforms import SamTransform
 
@@ -64,12 +65,13 @@ class PaperGroundTruth:
         data = read_annotation_json(find_annotation_file(index.root, index.split))
         label_of = {cat: k for k, cat in enumerate(index.category_ids) if cat >= 0}
         # The canvas of each image's polygons is the json's size, as annToMask draws them (the
-        # loader may have rescaled an entry to its file; the official code never does).
+        # loader may have rescaled an entry to its file; the official code never does). A json size
+        # beyond the decompression-bomb limit is not allocated: the file's size stands in.
         self.canvas = {entry.image_id: (entry.height, entry.width) for entry in index.images}
         for img in data["images"]:
             image_id = as_int(img.get("id")) if isinstance(img, dict) else None
             h, w = (as_int(img.get(k)) for k in ("height", "width")) if image_id is not None else (None, None)
-            if image_id in self.canvas and h and w and h > 0 and w > 0:
+            if image_id in self.canvas and h and w and h > 0 and w > 0 and h * w <= pixel_limit():
                 self.canvas[image_id] = (h, w)
         kept = set(self.canvas)
         self.transform = SamTransform(image_size)
