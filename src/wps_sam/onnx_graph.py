@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .modeling.wps_sam import WPSSAM
+from .modeling.wps_sam import WPSSAM, best_rated_masks
 
 INPUT_NAMES = ["image_embeddings"]
 OUTPUT_NAMES = ["labels", "scores", "low_res_masks"]
@@ -53,9 +53,8 @@ class PartDecoderGraph(nn.Module):
         masks, iou_pred = self.model.decoder(
             image_embeddings, outputs["pred_tokens"], multimask_output=self.multimask
         )
-        if self.multimask:  # [B, Q, 3, 4h, 4w] -> the best-rated of the three
-            best = iou_pred.argmax(-1)[..., None, None, None].expand(-1, -1, 1, *masks.shape[-2:])
-            masks = masks.gather(2, best)[:, :, 0]
+        if self.multimask:
+            masks = best_rated_masks(masks, iou_pred)
         return labels, scores, masks.float()
 
 
@@ -73,24 +72,10 @@ def export_onnx(
     """
     if len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
-    path = Path(path)
     graph = PartDecoderGraph(model.cpu().float(), point_multimask).eval()
     h, w = model.teacher.prompt_encoder.image_embedding_size
     example = torch.zeros(2, model.teacher.prompt_encoder.embed_dim, h, w)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1)
-    with torch.no_grad():
-        program = torch.onnx.export(
-            graph,
-            (example,),
-            dynamo=True,
-            input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
-            dynamic_shapes={"image_embeddings": {0: batch}},
-            opset_version=opset,
-            verbose=False,
-        )
-    program.save(str(path))
+    path = _export(graph, example, path, INPUT_NAMES, OUTPUT_NAMES, opset)
     _set_metadata(path, {"class_names": json.dumps(class_names), "producer": "wps-sam"})
     return path
 
@@ -106,17 +91,30 @@ def _set_metadata(path: Path, entries: dict[str, str]) -> None:
 
 def export_image_encoder(model: WPSSAM, path: str | Path, opset: int = 18) -> Path:
     """Write SAM's image encoder of ``model`` ([B, 3, S, S] normalised, padded -> [B, 256, h, w])."""
+    encoder = model.image_encoder.cpu().float().eval()
+    size = int(encoder.img_size)
+    return _export(encoder, torch.zeros(1, 3, size, size), path, ["images"], ["image_embeddings"], opset)
+
+
+def _export(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    input_names: list[str],
+    output_names: list[str],
+    opset: int,
+) -> Path:
+    """``module`` (one tensor in) as an ONNX file at ``path``, its first dimension dynamic (the batch)."""
     path = Path(path)
-    size = int(model.image_encoder.img_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         program = torch.onnx.export(
-            model.image_encoder.cpu().float().eval(),
-            (torch.zeros(1, 3, size, size),),
+            module,
+            (example,),
             dynamo=True,
-            input_names=["images"],
-            output_names=["image_embeddings"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
             opset_version=opset,
             verbose=False,
         )

@@ -253,12 +253,13 @@ def check_data(root: str | Path, split: str, decode_images: bool = True, progres
     Raises :class:`DataError` only when the split cannot be read at all (no root, no or invalid json).
     """
     index = load_split(root, split)
-    verify_images(index, decode_images, progress, _store(index, recheck=True))
+    verify_images(index, decode_images, progress, _store(index.root, split, recheck=True))
     return report_of(index)
 
 
-def _store(index: PartDataIndex, recheck: bool) -> VerdictStore:
-    return VerdictStore(index.root / "images" / index.split, recheck=recheck)
+def _store(root: Path, split: str, recheck: bool) -> VerdictStore:
+    """The kept triage of the split's image folder (:mod:`.triage_cache`)."""
+    return VerdictStore(Path(root) / "images" / split, recheck=recheck)
 
 
 def _triage(
@@ -266,7 +267,7 @@ def _triage(
 ) -> PartDataIndex:
     """The triaged split: as a previous start left it when nothing it depends on changed (the
     annotation file, the class names, the image files and folders), else loaded and checked anew."""
-    store = VerdictStore(root / "images" / split, recheck=recheck)
+    store = _store(root, split, recheck)
     limit, annotations = pixel_limit(), find_annotation_file(root, split)
     key = split_key(annotations, class_names, limit, decode)
     index = store.triaged(key, limit, decode)

@@ -20,6 +20,13 @@ from .geometry import to_pixels
 from .prompter import Prompter
 
 
+def best_rated_masks(mask_logits: Tensor, iou_pred: Tensor) -> Tensor:
+    """SAM's three masks per prompt [B, Q, 3, H, W] -> the one its IoU head ([B, Q, 3]) rates best,
+    [B, Q, H, W] (what SAM advises for a single click)."""
+    best = iou_pred.argmax(-1)[..., None, None, None].expand(-1, -1, 1, *mask_logits.shape[-2:])
+    return mask_logits.gather(2, best)[:, :, 0]
+
+
 @dataclass
 class PartPrediction:
     """Kept queries of one image. ``mask_logits``: [K, 4h, 4w] low-res SAM logits (input frame)."""
@@ -134,9 +141,8 @@ class WPSSAM(nn.Module):
             index[b, : len(idx)] = idx
         gathered = tokens.gather(1, index[:, :, None, None].expand(-1, -1, num_tokens, dim))
         mask_logits, iou_pred = self.decoder(image_embeddings, gathered, multimask_output=multimask)
-        if multimask:  # [B, K_max, 3, 4h, 4w] -> the best-rated of the three
-            best = iou_pred.argmax(-1)[..., None, None, None].expand(-1, -1, 1, *mask_logits.shape[-2:])
-            mask_logits = mask_logits.gather(2, best)[:, :, 0]  # [B, K_max, 4h, 4w]
+        if multimask:
+            mask_logits = best_rated_masks(mask_logits, iou_pred)
         return [
             PartPrediction(
                 labels=labels, scores=scores, mask_logits=mask_logits[b, : len(idx)].float(), query_idx=idx
