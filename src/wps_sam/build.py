@@ -32,6 +32,7 @@ def build_wps_sam(cfg: Config, num_classes: int, sam: Sam | None = None) -> WPSS
         teacher=TeacherTokens(sam.prompt_encoder),
         decoder=PromptMaskDecoder(sam.prompt_encoder, sam.mask_decoder),
         supervision=cfg.data.supervision,
+        prompt=cfg.inference.mixed_prompt,
     )
 
 

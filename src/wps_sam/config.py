@@ -96,7 +96,7 @@ class DataConfig:
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"
-    supervision: str = "box"  # box | point
+    supervision: str = "box"  # box | point | mixed (each part its own label: its box, or its point)
     point_mode: str = "interior"  # interior (farthest from the part boundary) | box_center (official)
     num_workers: int = 0
     strict: bool = False
@@ -137,6 +137,8 @@ class InferenceConfig:
     # Point-supervised runs: decode SAM's three ambiguity-aware masks and keep the best-rated (SAM's
     # advice for a single click) instead of its single-mask output (the official inference).
     point_multimask: bool = False
+    # Mixed supervision: which head's prompts SAM decodes, "box" or "point" (the others decode their own).
+    mixed_prompt: str = "box"
     peak_threshold: float = 0.3  # the dense prompter keeps a cell's part from this heat-map score
 
 
@@ -155,7 +157,8 @@ SAM_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t", "vit_mini", "tiny")
 
 _CHOICES = {
     ("sam", "type"): SAM_TYPES,
-    ("data", "supervision"): ("box", "point"),
+    ("data", "supervision"): ("box", "point", "mixed"),
+    ("inference", "mixed_prompt"): ("box", "point"),
     ("data", "point_mode"): ("interior", "box_center"),
     ("prompter", "kind"): ("detr", "dense"),
     ("train", "augment"): ("none", "hflip"),
@@ -287,6 +290,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"prompter.dense_dilations must be positive integers separated by commas, got "
             f"{cfg.prompter.dense_dilations!r}"
+        )
+    p = cfg.prompter
+    if (
+        cfg.data.supervision == "mixed"
+        and p.kind == "detr"
+        and (p.geometry_head or p.two_stage or p.dn_groups)
+    ):
+        raise ConfigError(
+            "data.supervision=mixed trains the paper's token heads (with aux_loss, groups and "
+            "standardize_input) or the dense prompter; prompter.geometry_head, two_stage and dn_groups "
+            "predict one kind of geometry: turn them off, or use --recipe dense or paper"
         )
     if not 0.0 < cfg.inference.peak_threshold < 1.0:
         raise ConfigError(f"inference.peak_threshold must be in (0, 1), got {cfg.inference.peak_threshold}")

@@ -42,7 +42,7 @@ class PartDecoderGraph(nn.Module):
     def __init__(self, model: WPSSAM, point_multimask: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
-        self.multimask = point_multimask and model.supervision == "point"
+        self.multimask = point_multimask and model.decodes_points
 
     def forward(self, image_embeddings: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         outputs = self.model(image_embeddings)

@@ -16,7 +16,7 @@ from .config import Config
 from .data.transforms import SamTransform
 from .engine.loop import autocast
 from .engine.run_dir import WEIGHTS_FILE, load_weights
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .modeling.wps_sam import WPSSAM
 from .postprocess import compose_semantic_map
 from .sam.backbones import build_sam
@@ -57,6 +57,18 @@ def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes * masks.flatten(1).any(1, keepdim=True)
 
 
+def _with_prompt(cfg: Config, prompt: str, weights: str | Path) -> Config:
+    """``cfg`` decoding with the ``prompt`` head; only a mixed-supervision run has both heads."""
+    if cfg.data.supervision == "mixed":
+        return dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, mixed_prompt=prompt))
+    if prompt != cfg.data.supervision:
+        raise ConfigError(
+            f"{weights}: trained from {cfg.data.supervision}es, so it has only a {cfg.data.supervision} "
+            f"head; choosing the prompt ({prompt}) needs a run trained with --supervision mixed"
+        )
+    return cfg
+
+
 class PartPredictor:
     def __init__(self, model: WPSSAM, class_names: list[str], cfg: Config, device: torch.device) -> None:
         self.model = model.to(device).eval()
@@ -67,18 +79,27 @@ class PartPredictor:
 
     @classmethod
     def from_run(
-        cls, run: str | Path, device: str = "auto", sam_checkpoint: str | None = None
+        cls,
+        run: str | Path,
+        device: str = "auto",
+        sam_checkpoint: str | None = None,
+        prompt: str | None = None,
     ) -> PartPredictor:
-        """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM path."""
+        """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM
+        path; ``prompt`` (``"box"`` or ``"point"``) the head a mixed-supervision run decodes with."""
 
         run = Path(run)
         if not run.is_dir():
             raise CheckpointError(f"run directory not found: {run}")
-        return cls.from_weights(run / WEIGHTS_FILE, device, sam_checkpoint)
+        return cls.from_weights(run / WEIGHTS_FILE, device, sam_checkpoint, prompt)
 
     @classmethod
     def from_weights(
-        cls, weights: str | Path, device: str = "auto", sam_checkpoint: str | None = None
+        cls,
+        weights: str | Path,
+        device: str = "auto",
+        sam_checkpoint: str | None = None,
+        prompt: str | None = None,
     ) -> PartPredictor:
         """The model of a prompter weights file (a run's ``model.safetensors``, which records its config)."""
         from .engine.device import resolve_device
@@ -86,6 +107,8 @@ class PartPredictor:
         state, class_names, cfg, _ = load_weights(Path(weights))
         if sam_checkpoint is not None:
             cfg = dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, checkpoint=sam_checkpoint))
+        if prompt is not None:
+            cfg = _with_prompt(cfg, prompt, weights)
         sam = build_sam(cfg.sam.type, cfg.sam.checkpoint, sha256=cfg.sam.sha256)
         model = build_wps_sam(cfg, len(class_names), sam)
         try:

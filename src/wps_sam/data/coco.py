@@ -39,19 +39,28 @@ _SHORT_OUTLINE = 64  # values up to which an outline is checked in plain Python
 class PartInstance:
     """One annotated part.
 
-    ``box``: (4,) float32 XYXY in pixels, original frame, clipped to the image.
+    ``box``: (4,) float32 XYXY in pixels, original frame, clipped to the image; ``None`` for a part
+    labelled by a point only (no box and no mask in the json).
     ``segmentation``: raw COCO polygons (list of flat [x0, y0, x1, y1, ...] lists, several for a part
     made of pieces) or an RLE dict (``counts`` as a compressed string or an uncompressed list);
     ``None`` when the json has no usable mask (boxes-only data). ``is_polygon`` tells which.
     ``iscrowd``: the json's flag (int or bool there); crowd parts are kept, consumers may drop them.
+    ``point``: (2,) float32 (X, Y) in pixels, original frame: the annotated click of the part (the
+    json's ``point: [x, y]``, else the first labelled COCO ``keypoints`` triple), ``None`` if none.
     """
 
     ann_id: int
     label: int
-    box: np.ndarray
+    box: np.ndarray | None
     segmentation: list | dict | None
     is_polygon: bool
     iscrowd: bool = False
+    point: np.ndarray | None = None
+
+    @property
+    def has_box(self) -> bool:
+        """False for a part labelled by a point only."""
+        return self.box is not None
 
 
 @dataclass
@@ -338,6 +347,29 @@ def _parse_box(bbox: Any, height: int, width: int) -> tuple[np.ndarray | None, s
     return np.array(clipped, dtype=np.float32), note
 
 
+def _parse_point(ann: dict, height: int, width: int) -> tuple[np.ndarray | None, str | None]:
+    """The annotated click of a part: ``point: [x, y]``, else the first COCO ``keypoints`` triple
+    ``[x, y, v]`` with v > 0; (None, None) when the json gives neither, (None, why) when it is unusable.
+    """
+    if "point" in ann:
+        xy, what = ann["point"], "point"
+    elif "keypoints" in ann:
+        kp, what = ann["keypoints"], "keypoints"
+        if not (isinstance(kp, list) and len(kp) % 3 == 0 and all(_is_finite_number(v) for v in kp)):
+            return None, f"malformed keypoints {kp!r}"
+        xy = next((kp[i : i + 2] for i in range(0, len(kp), 3) if kp[i + 2] > 0), None)
+        if xy is None:
+            return None, "no labelled keypoint"
+    else:
+        return None, None
+    if not (isinstance(xy, (list, tuple)) and len(xy) == 2 and all(_is_finite_number(v) for v in xy)):
+        return None, f"malformed {what} {xy!r}"
+    x, y = float(xy[0]), float(xy[1])
+    if not (0 <= x <= width and 0 <= y <= height):
+        return None, f"{what} ({x:g}, {y:g}) outside the {width}x{height} image"
+    return np.array([x, y], dtype=np.float32), None
+
+
 def _parse_part(
     ann: dict, image_id: int, label: int, height: int, width: int, repaired: list[dict]
 ) -> PartInstance | str:
@@ -345,6 +377,14 @@ def _parse_part(
     ann_id = as_int(ann.get("id"))
     ann_id = -1 if ann_id is None else ann_id
     record = {"image_id": image_id, "ann_id": ann_id}
+    point, point_note = _parse_point(ann, height, width)
+    if point_note and (ann.get("bbox") is not None or ann.get("segmentation")):
+        repaired.append({**record, "reason": f"{point_note}; the point is ignored"})
+    if ann.get("bbox") is None and not ann.get("segmentation") and (point is not None or point_note):
+        # A part labelled by a point only (mixed supervision): no box, no mask.
+        if point is None:
+            return point_note
+        return PartInstance(ann_id, label, None, None, False, bool(ann.get("iscrowd", False)), point)
     seg, is_polygon, note = _clean_segmentation(ann.get("segmentation"))
     if note and seg is None:
         return note  # a mask was given but none is usable: the part cannot be evaluated
@@ -366,7 +406,7 @@ def _parse_part(
         repaired.append({**record, "reason": box_note})
     if box is None:
         return box_note if seg is None else f"{box_note} and an empty segmentation"
-    return PartInstance(ann_id, label, box, seg, is_polygon, bool(ann.get("iscrowd", False)))
+    return PartInstance(ann_id, label, box, seg, is_polygon, bool(ann.get("iscrowd", False)), point)
 
 
 def _read_images(images: list, image_dir: Path, index: PartDataIndex, path: Path) -> dict[int, ImageEntry]:
@@ -483,8 +523,9 @@ def rescale_entry(entry: ImageEntry, height: int, width: int) -> ImageEntry:
         seg = p.segmentation
         if p.is_polygon:
             seg = [[v * (sx if i % 2 == 0 else sy) for i, v in enumerate(poly)] for poly in seg]
-        box = (p.box * np.array([sx, sy, sx, sy])).astype(np.float32)
-        parts.append(PartInstance(p.ann_id, p.label, box, seg, p.is_polygon, p.iscrowd))
+        box = None if p.box is None else (p.box * np.array([sx, sy, sx, sy])).astype(np.float32)
+        point = None if p.point is None else (p.point * np.array([sx, sy])).astype(np.float32)
+        parts.append(PartInstance(p.ann_id, p.label, box, seg, p.is_polygon, p.iscrowd, point))
     return ImageEntry(entry.image_id, entry.file_name, entry.path, height, width, parts)
 
 
@@ -492,7 +533,8 @@ def mirror_entry(entry: ImageEntry) -> ImageEntry:
     """``entry`` mirrored left-right: the annotations of the horizontally flipped image.
 
     Polygon x-coordinates (pixel corners) become ``width - x``; an RLE mask is decoded, flipped and
-    encoded again; a box XYXY becomes ``(width - x1, y0, width - x0, y1)``.
+    encoded again; a box XYXY becomes ``(width - x1, y0, width - x0, y1)``; a point (X, Y) becomes
+    ``(width - X, Y)``.
     """
     from pycocotools import mask as mask_utils
 
@@ -506,6 +548,9 @@ def mirror_entry(entry: ImageEntry) -> ImageEntry:
             flipped = np.asfortranarray(instance_mask(p, entry.height, w)[:, ::-1], dtype=np.uint8)
             rle = mask_utils.encode(flipped)
             seg = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        box = np.array([w - p.box[2], p.box[1], w - p.box[0], p.box[3]], np.float32)
-        parts.append(PartInstance(p.ann_id, p.label, box, seg, p.is_polygon, p.iscrowd))
+        box = (
+            None if p.box is None else np.array([w - p.box[2], p.box[1], w - p.box[0], p.box[3]], np.float32)
+        )
+        point = None if p.point is None else np.array([w - p.point[0], p.point[1]], np.float32)
+        parts.append(PartInstance(p.ann_id, p.label, box, seg, p.is_polygon, p.iscrowd, point))
     return ImageEntry(entry.image_id, entry.file_name, entry.path, entry.height, w, parts)

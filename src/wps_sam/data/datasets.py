@@ -21,8 +21,23 @@ from wps_sam.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-SUPERVISIONS = ("box", "point")
-TARGET_KEYS = ("labels", "boxes", "points", "masks", "image_id", "index", "original_size", "input_size")
+SUPERVISIONS = ("box", "point", "mixed")
+TARGET_KEYS = (
+    "labels", "boxes", "points", "has_box", "masks", "image_id", "index", "original_size", "input_size",
+)  # fmt: skip
+
+
+def check_supervision(index: PartDataIndex, supervision: str) -> None:
+    """Raise :class:`DataError` when ``index`` cannot train from ``supervision``: box supervision
+    needs a box for every part; a part labelled by a point only trains with ``point`` or ``mixed``."""
+    if supervision not in SUPERVISIONS:
+        raise ValueError(f"unknown supervision {supervision!r}; expected one of {SUPERVISIONS}")
+    point_only = sum(not p.has_box for entry in index.images for p in entry.parts)
+    if supervision == "box" and point_only:
+        raise DataError(
+            f"split '{index.split}' of {index.root}: {point_only} of {index.num_parts} parts are labelled "
+            "by a point only; train with --supervision mixed (each part from its own label) or point"
+        )
 
 
 class PartSegmentationDataset(Dataset):
@@ -32,13 +47,15 @@ class PartSegmentationDataset(Dataset):
 
     * ``"image"``: float32 [3, S, S], normalised and padded (input frame);
     * ``"labels"``: int64 [N], part classes 0..C-1;
-    * ``"boxes"``: float32 [N, 4] XYXY, input frame;
-    * ``"points"``: float32 [N, 2] (X, Y), input frame, one per part (``point_mode``);
+    * ``"boxes"``: float32 [N, 4] XYXY, input frame (NaN for a part labelled by a point only);
+    * ``"points"``: float32 [N, 2] (X, Y), input frame, one per part (its annotated point, else
+      ``point_mode``'s);
+    * ``"has_box"``: bool [N], False for a part labelled by a point only;
     * ``"masks"``: bool [N, S, S], input frame, only when ``with_masks``;
     * ``"image_id"`` (json id), ``"index"`` (= i), ``"original_size"`` (H, W), ``"input_size"`` (h, w).
 
-    Boxes and points are always both present; ``supervision`` ("box" or "point") names the weak
-    label that training prompts the teacher with. Points are computed once per image and cached
+    Boxes and points are always both present; ``supervision`` ("box", "point" or "mixed": each part
+    its own label) names the weak label that training prompts the teacher with. Points are computed once per image and cached
     (per process: with a DataLoader, use ``persistent_workers=True`` to keep the cache across epochs).
     When the image file's size differs from the json's height/width, the file wins: annotations are
     scaled to it and the repair is recorded in ``index.repaired`` (in the process that saw it).
@@ -112,12 +129,15 @@ class PartSegmentationDataset(Dataset):
     def targets(self, i: int, original_size: tuple[int, int]) -> dict[str, Any]:
         """Everything of item ``i`` but the image, for a file of ``original_size`` (H, W)."""
         entry = self._entry_for(i, *original_size)
-        boxes = np.stack([p.box for p in entry.parts]) if entry.parts else np.zeros((0, 4), np.float32)
+        boxes = [np.full(4, np.nan) if p.box is None else p.box for p in entry.parts]
         t = self.transform
         item = {
             "labels": torch.tensor([p.label for p in entry.parts], dtype=torch.int64),
-            "boxes": torch.from_numpy(t.apply_boxes(boxes, original_size)),
+            "boxes": torch.from_numpy(
+                t.apply_boxes(np.array(boxes, np.float32).reshape(-1, 4), original_size)
+            ),
             "points": torch.from_numpy(t.apply_points(self._points_of(i, entry), original_size)),
+            "has_box": torch.tensor([p.has_box for p in entry.parts], dtype=torch.bool),
             "image_id": entry.image_id,
             "index": i,
             "original_size": original_size,

@@ -1,6 +1,7 @@
 """Weak labels of parts: one point per part, in the original frame.
 
-Boxes come straight from the json (see :mod:`wps_sam.data.coco`). A point is either
+Boxes come straight from the json (see :mod:`wps_sam.data.coco`). A part's annotated click (the
+json's ``point`` or ``keypoints``) is its point whatever the mode; otherwise the point is either
 
 * ``"interior"`` (default): the pixel centre farthest from the part's boundary when the part has a
   mask, which always lies inside the part even when it is thin or curved; the box centre otherwise;
@@ -48,16 +49,21 @@ def interior_point(mask: np.ndarray) -> np.ndarray | None:
 def weak_points(parts: list[PartInstance], height: int, width: int, mode: str = "interior") -> np.ndarray:
     """One point per part: [N, 2] float32 (X, Y) in the original frame of a ``height`` x ``width`` image.
 
-    ``mode``: ``"interior"`` or ``"box_center"`` (see the module docstring). A part whose mask is
-    empty on this canvas falls back to its box centre.
+    ``mode``: ``"interior"`` or ``"box_center"`` (see the module docstring). An annotated point wins;
+    a part whose mask is empty on this canvas falls back to its box centre.
     """
     if mode not in POINT_MODES:
         raise ValueError(f"unknown point mode {mode!r}; expected one of {POINT_MODES}")
-    points = box_centers(np.stack([p.box for p in parts]) if parts else np.zeros((0, 4)))
-    if mode == "interior":
-        for k, part in enumerate(parts):
-            if part.segmentation is not None:
-                point = interior_point(instance_mask(part, height, width))
-                if point is not None:
-                    points[k] = point
+    points = np.zeros((len(parts), 2), dtype=np.float32)
+    for k, part in enumerate(parts):
+        if part.point is not None:
+            points[k] = part.point
+            continue
+        if part.box is None:
+            raise ValueError(f"part {part.ann_id} has neither a box nor a point")
+        points[k] = box_centers(part.box)[0]
+        if mode == "interior" and part.segmentation is not None:
+            point = interior_point(instance_mask(part, height, width))
+            if point is not None:
+                points[k] = point
     return points

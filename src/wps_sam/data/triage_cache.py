@@ -31,7 +31,7 @@ from wps_sam.data.coco import ImageEntry, PartDataIndex, PartInstance
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "wps-sam-triage/1"
+FORMAT = "wps-sam-triage/2"  # 2: parts carry their annotated point; a box may be None
 
 
 def default_triage_dir() -> Path:
@@ -148,6 +148,14 @@ def folder_state(image_dir: Path) -> dict[str, int]:
     return state
 
 
+def _floats(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
+def _array(values: list[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, np.float32)
+
+
 def index_to_json(index: PartDataIndex) -> dict[str, Any]:
     """A triaged :class:`PartDataIndex` as JSON-ready data (:func:`index_from_json` reads it back)."""
     images = [
@@ -155,7 +163,7 @@ def index_to_json(index: PartDataIndex) -> dict[str, Any]:
             **{k: getattr(e, k) for k in ("image_id", "file_name", "height", "width")},
             "path": str(e.path),
             "parts": [
-                [p.ann_id, p.label, [float(v) for v in p.box], p.segmentation, p.is_polygon, p.iscrowd]
+                [p.ann_id, p.label, _floats(p.box), p.segmentation, p.is_polygon, p.iscrowd, _floats(p.point)]
                 for p in e.parts
             ],
         }
@@ -175,7 +183,7 @@ def index_from_json(data: dict[str, Any]) -> PartDataIndex:
     images = [
         ImageEntry(
             e["image_id"], e["file_name"], Path(e["path"]), e["height"], e["width"],
-            [PartInstance(a, lab, np.asarray(box, np.float32), seg, poly, crowd) for a, lab, box, seg, poly, crowd in e["parts"]],
+            [PartInstance(a, lab, _array(box), seg, poly, crowd, _array(pt)) for a, lab, box, seg, poly, crowd, pt in e["parts"]],
         )
         for e in data["images"]
     ]  # fmt: skip

@@ -13,10 +13,9 @@ from ..errors import TrainingError
 from ..modeling.criterion import SetCriterion
 from ..modeling.denoising import Denoiser
 from ..modeling.dense_criterion import DenseCriterion
-from ..modeling.geometry import normalise
 from ..modeling.wps_sam import WPSSAM
 
-TARGET_TENSORS = ("labels", "boxes", "points", "masks")
+TARGET_TENSORS = ("labels", "boxes", "points", "has_box", "masks")
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -69,10 +68,7 @@ def train_step(
     batch = move_batch(batch, device)
     embeddings = image_embeddings(model, batch, device, amp)
     targets = batch["targets"]
-    key = "boxes" if model.supervision == "box" else "points"
-    for target, tokens in zip(targets, model.teacher_tokens(targets)):
-        target["tokens"] = tokens
-        target["geometry"] = normalise(target[key].float(), model.supervision, model.image_size)
+    model.attach_targets(targets)
     kwargs = {}
     if denoiser is not None:
         kwargs["denoising"] = denoiser(targets, model.teacher, model.image_size)

@@ -26,7 +26,7 @@ from ..config import Config, config_to_dict, save_config
 from ..data.cached import CachedEmbeddingDataset, cache_dataset, collate_cached
 from ..data.checks import triaged_split
 from ..data.coco import PartDataIndex, find_annotation_file
-from ..data.datasets import PartSegmentationDataset, collate_parts
+from ..data.datasets import PartSegmentationDataset, check_supervision, collate_parts
 from ..data.transforms import SamTransform
 from ..errors import CheckpointError, DataError, TrainingError
 from ..modeling.wps_sam import WPSSAM
@@ -152,6 +152,7 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
     index = triaged_split(cfg.data.root, cfg.data.train_split, strict=cfg.data.strict, recheck=recheck)
     if not index.images:
         raise DataError(f"{cfg.data.root}: split '{cfg.data.train_split}' has no usable image")
+    check_supervision(index, cfg.data.supervision)
     class_names = index.class_names
     val_index = None
     if cfg.train.validate and rank == 0 and split_exists(cfg.data.root, cfg.data.val_split):

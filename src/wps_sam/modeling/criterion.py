@@ -5,7 +5,8 @@ After DETR's ``SetCriterion``: the matcher pairs queries with ground-truth parts
 * ``loss_ce``: cross-entropy over all B x Q queries; a matched query's target is its part's class, an
   unmatched one's is "no part" (index C);
 * ``loss_token``: smooth-L1 between each matched query's prompt tokens and the teacher tokens that
-  SAM's frozen prompt encoder made from its part's box or point.
+  SAM's frozen prompt encoder made from its part's box or point (mixed supervision: the tokens of
+  the query's head of that kind, ``pred_tokens`` for a box, ``pred_point_tokens`` for a point).
 
 The faster recipes add terms of the same kinds, and the criterion adds them when the outputs carry
 them:
@@ -193,6 +194,10 @@ class SetCriterion(nn.Module):
         out = {}
         if "pred_tokens" in outputs:
             src = outputs["pred_tokens"][batch_idx, query_idx].float()  # [M, T, D]
+            if "pred_point_tokens" in outputs:  # mixed: a point-labelled part trains the point head
+                has_box = torch.cat([t["has_box"].to(src.device) for t in targets]).bool()[flat_part]
+                point = outputs["pred_point_tokens"][batch_idx, query_idx].float()
+                src = torch.where(has_box[:, None, None], src, point)
             if len(query_idx):
                 tgt = torch.cat([t["tokens"].to(src.device) for t in targets])[flat_part].float().detach()
                 out["loss_token"] = F.smooth_l1_loss(src, tgt, beta=1.0)

@@ -12,6 +12,11 @@ points), the maximum where bumps overlap. Terms:
 
 No matching: each part supervises its own cell, so the prompter learns where parts are from the
 first steps.
+
+Mixed supervision (targets with ``has_box``, outputs with the point head's ``point_geometry``): a
+part's geometry is ``(x, y, 0, 0)`` when it is labelled by a point; its bump sits at the point with
+a point's spread, and it supervises the point head (L1) where a boxed part supervises the box head
+(L1 and GIoU).
 """
 
 from __future__ import annotations
@@ -38,17 +43,24 @@ def centre_cells(geometry: Tensor, grid: tuple[int, int]) -> Tensor:
     return torch.stack([x, y], dim=1)
 
 
-def target_heatmap(labels: Tensor, geometry: Tensor, num_classes: int, grid: tuple[int, int]) -> Tensor:
-    """[C, h, w] Gaussian bumps in [0, 1], exactly 1 at each part's centre cell."""
+def target_heatmap(
+    labels: Tensor,
+    geometry: Tensor,
+    num_classes: int,
+    grid: tuple[int, int],
+    has_box: Tensor | None = None,
+) -> Tensor:
+    """[C, h, w] Gaussian bumps in [0, 1], exactly 1 at each part's centre cell. ``has_box`` [N]
+    (mixed supervision): False where a part is labelled by a point (a point's spread)."""
     h, w = grid
     out = torch.zeros(num_classes, h, w, device=geometry.device)
     if len(labels) == 0:
         return out
     cells = centre_cells(geometry, grid).float()
+    sigma = torch.full((len(labels),), POINT_SIGMA, device=geometry.device)
     if geometry.shape[1] == 4:  # CenterNet ties the spread to the object's size: a sixth of its diameter
-        sigma = (geometry[:, 2] * w + geometry[:, 3] * h).div(2).div(6).clamp(min=0.5)
-    else:
-        sigma = torch.full((len(labels),), POINT_SIGMA, device=geometry.device)
+        sized = (geometry[:, 2] * w + geometry[:, 3] * h).div(2).div(6).clamp(min=0.5)
+        sigma = sized if has_box is None else torch.where(has_box.bool(), sized, sigma)
     ys, xs = torch.meshgrid(
         torch.arange(h, device=geometry.device), torch.arange(w, device=geometry.device), indexing="ij"
     )
@@ -96,12 +108,16 @@ class DenseCriterion(nn.Module):
         heatmap, geometry = outputs["heatmap"], outputs["geometry"]
         b, c, h, w = heatmap.shape
         device = heatmap.device
+        mixed = "point_geometry" in outputs
         target = torch.stack(
             [
-                target_heatmap(t["labels"].to(device), t["geometry"].to(device).float(), c, (h, w))
+                target_heatmap(
+                    t["labels"].to(device), t["geometry"].to(device).float(), c, (h, w),
+                    t["has_box"].to(device) if mixed else None,
+                )
                 for t in targets
             ]
-        )
+        )  # fmt: skip
         num_parts = sum(len(t["labels"]) for t in targets)
         norm = max(num_parts, 1)
         losses = {"loss_heatmap": heatmap_focal_loss(heatmap, target) / norm}
@@ -112,9 +128,17 @@ class DenseCriterion(nn.Module):
         labels = torch.cat([t["labels"].to(device) for t in targets]).long()
         cells = centre_cells(gt, (h, w))
         pred = geometry[batch_idx, cells[:, 1], cells[:, 0]]  # [N, G]
-        losses["loss_geom"] = F.l1_loss(pred, gt, reduction="sum") / norm
+        boxed = torch.ones(len(gt), dtype=torch.bool, device=device)
+        if mixed:
+            boxed = torch.cat([t["has_box"].to(device) for t in targets]).bool()
+        losses["loss_geom"] = F.l1_loss(pred[boxed], gt[boxed], reduction="sum") / norm
+        if mixed:  # each point-labelled part's point against the point head at its cell
+            point = outputs["point_geometry"][batch_idx[~boxed], cells[~boxed, 1], cells[~boxed, 0]]
+            losses["loss_geom"] = (
+                losses["loss_geom"] + F.l1_loss(point, gt[~boxed, :2], reduction="sum") / norm
+            )
         if gt.shape[-1] == 4:
-            pred_xyxy, gt_xyxy = (box_convert(x, "cxcywh", "xyxy") for x in (pred, gt))
+            pred_xyxy, gt_xyxy = (box_convert(x[boxed], "cxcywh", "xyxy") for x in (pred, gt))
             losses["loss_giou"] = generalized_box_iou_loss(pred_xyxy, gt_xyxy, reduction="sum") / norm
         with torch.no_grad():
             at_centres = heatmap[batch_idx, :, cells[:, 1], cells[:, 0]]  # [N, C]

@@ -53,12 +53,23 @@ def _head(width: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, out, 1))
 
 
+def _geometry_head(width: int, kind: str) -> nn.Sequential:
+    """Offset of the centre in its cell (2, through a sigmoid) and, for boxes, log size in cells (2);
+    it starts at the cell's centre and, for boxes, two cells wide."""
+    head = _head(width, GEOMETRY_DIMS[kind])
+    nn.init.zeros_(head[-1].weight)
+    if kind == "box":
+        nn.init.constant_(head[-1].bias[2:], math.log(2.0))
+    return head
+
+
 class DensePrompter(nn.Module):
     """Per-cell part classes and geometry from a SAM image embedding.
 
     Args:
         num_classes: C part classes.
-        kind: ``"box"`` or ``"point"``: the geometry of the supervision.
+        kind: ``"box"``, ``"point"`` or ``"mixed"``: the geometry of the supervision; ``"mixed"`` has a
+            box head and a point head on every cell (``"geometry"`` and ``"point_geometry"``).
         embed_dim, embed_size: channels and (H, W) of SAM's embedding (the heads' grid).
         width: channels of the residual stack.
         dilations: one residual block per entry.
@@ -81,8 +92,8 @@ class DensePrompter(nn.Module):
         standardize_input: bool = True,
     ) -> None:
         super().__init__()
-        if kind not in GEOMETRY_DIMS:
-            raise ValueError(f"kind must be 'box' or 'point', got {kind!r}")
+        if kind not in (*GEOMETRY_DIMS, "mixed"):
+            raise ValueError(f"kind must be 'box', 'point' or 'mixed', got {kind!r}")
         self.num_classes, self.kind = num_classes, kind
         self.embed_dim, self.embed_size = embed_dim, tuple(embed_size)
         self.max_parts, self.peak_threshold = max_parts, peak_threshold
@@ -93,11 +104,9 @@ class DensePrompter(nn.Module):
         self.blocks = nn.Sequential(*(_Block(width, d) for d in dilations), nn.GroupNorm(8, width), nn.ReLU())
         self.heatmap = _head(width, num_classes)
         nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - _PRIOR) / _PRIOR))
-        # Offset of the centre in its cell (2, through a sigmoid) and, for boxes, log size in cells (2).
-        self.geometry = _head(width, GEOMETRY_DIMS[kind])
-        nn.init.zeros_(self.geometry[-1].weight)
-        if kind == "box":
-            nn.init.constant_(self.geometry[-1].bias[2:], math.log(2.0))  # parts start two cells wide
+        self.geometry = _geometry_head(width, "point" if kind == "point" else "box")
+        if kind == "mixed":
+            self.point_geometry = _geometry_head(width, "point")
         h, w = self.embed_size
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         self.register_buffer("cells", torch.stack([xs, ys], dim=-1).float(), persistent=False)  # [h, w, 2]
@@ -110,7 +119,8 @@ class DensePrompter(nn.Module):
         self.standardizer.set_stats(mean, std)
 
     def dense(self, image_embeddings: Tensor) -> dict[str, Tensor]:
-        """``{"heatmap": [B, C, h, w] logits, "geometry": [B, h, w, G] normalised}`` for every cell."""
+        """``{"heatmap": [B, C, h, w] logits, "geometry": [B, h, w, G] normalised}`` for every cell
+        (and, for mixed supervision, the point head's ``"point_geometry"`` [B, h, w, 2])."""
         if image_embeddings.dim() != 4 or tuple(image_embeddings.shape[1:]) != (
             self.embed_dim,
             *self.embed_size,
@@ -123,18 +133,25 @@ class DensePrompter(nn.Module):
         if self.standardizes_input:
             x = self.standardizer(x)
         x = self.blocks(self.stem(x))
-        raw = self.geometry(x).float().permute(0, 2, 3, 1)  # [B, h, w, G]
+        out = {"heatmap": self.heatmap(x), "geometry": self._cell_geometry(self.geometry(x))}
+        if self.kind == "mixed":
+            out["point_geometry"] = self._cell_geometry(self.point_geometry(x))
+        return out
+
+    def _cell_geometry(self, raw: Tensor) -> Tensor:
+        """A geometry head's [B, G, h, w] -> [B, h, w, G] normalised: the centre is the cell plus a
+        sigmoid offset; a box's size is exp(log size) cells."""
+        raw = raw.float().permute(0, 2, 3, 1)
         grid = torch.tensor([self.embed_size[1], self.embed_size[0]], device=raw.device, dtype=raw.dtype)
         centre = (self.cells + raw[..., :2].sigmoid()) / grid
-        if self.kind == "point":
-            geometry = centre
-        else:
-            geometry = torch.cat([centre, raw[..., 2:].clamp(-6, 6).exp() / grid], dim=-1)
-        return {"heatmap": self.heatmap(x), "geometry": geometry}
+        if raw.shape[-1] == 2:
+            return centre
+        return torch.cat([centre, raw[..., 2:].clamp(-6, 6).exp() / grid], dim=-1)
 
     def forward(self, image_embeddings: Tensor) -> dict:
         """Training: :meth:`dense`; evaluation: the peaks as queries, the set prompter's contract:
-        ``"pred_logits"`` [B, K, C + 1] and ``"pred_geometry"`` [B, K, G] (K = ``max_parts``)."""
+        ``"pred_logits"`` [B, K, C + 1] and ``"pred_geometry"`` [B, K, G] (K = ``max_parts``; mixed
+        supervision: the box head's, and the point head's as ``"pred_point_geometry"`` [B, K, 2])."""
         dense = self.dense(image_embeddings)
         if self.training:
             return dense
@@ -147,12 +164,12 @@ class DensePrompter(nn.Module):
         flat = torch.where(peak, scores, torch.zeros_like(scores)).flatten(1)  # [B, C*h*w]
         top, idx = flat.topk(min(self.max_parts, flat.shape[1]), dim=1)
         labels, cell = idx // (h * w), idx % (h * w)
-        geometry = (
-            dense["geometry"]
-            .flatten(1, 2)
-            .gather(1, cell[..., None].expand(-1, -1, dense["geometry"].shape[-1]))
-        )
         logits = torch.full((b, top.shape[1], c + 1), -30.0, device=top.device)
         logits.scatter_(2, labels[..., None], torch.logit(top.clamp(1e-6, 1 - 1e-6))[..., None])
         logits[..., c] = math.log(self.peak_threshold / (1 - self.peak_threshold))
-        return {"pred_logits": logits, "pred_geometry": geometry}
+        out = {"pred_logits": logits}
+        for key, out_key in (("geometry", "pred_geometry"), ("point_geometry", "pred_point_geometry")):
+            if key in dense:
+                maps = dense[key].flatten(1, 2)  # [B, h*w, G]
+                out[out_key] = maps.gather(1, cell[..., None].expand(-1, -1, maps.shape[-1]))
+        return out

@@ -22,7 +22,9 @@ class HungarianMatcher(nn.Module):
     parts are matched. Unmatched queries are trained towards "no part" by the criterion.
 
     The bracketed geometry terms (DETR's L1 and GIoU costs) count when the queries predict geometry
-    (``pred_geometry``, normalised; GIoU for boxes only).
+    (``pred_geometry``, normalised; GIoU for boxes only). Under mixed supervision every query has a
+    box head (``pred_tokens``) and a point head (``pred_point_tokens``), and each part is compared
+    with the head of its kind (its target's ``has_box``).
 
     Args:
         cost_class: weight of the classification cost (WPS-SAM: 10).
@@ -94,6 +96,10 @@ class HungarianMatcher(nn.Module):
             # query costs at most cost_class more and cannot swamp the token distance.
             class_cost = -prob[:, tgt_ids]  # [B*Q, sum N]
             token_cost = torch.cdist(out_tokens, tgt_tokens)  # [B*Q, sum N]
+            if "pred_point_tokens" in outputs:  # mixed: a point-labelled part against the point head
+                point_tokens = outputs["pred_point_tokens"].flatten(0, 1).flatten(1).float()
+                has_box = torch.cat([t["has_box"] for t in targets]).to(logits.device).bool()
+                token_cost = torch.where(has_box, token_cost, torch.cdist(point_tokens, tgt_tokens))
             cost = self.cost_class * class_cost + self.cost_token * token_cost
             if "pred_geometry" in outputs and (self.cost_geom or self.cost_giou):
                 cost = cost + self._geometry_cost(outputs["pred_geometry"], targets, sizes)

@@ -59,6 +59,13 @@ class LayerNorm2d(nn.Module):
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
+def _token_head(hidden_dim: int, token_values: int) -> nn.Sequential:
+    """The official token head: query [.., D] -> [.., T * token_dim] prompt-token values."""
+    return nn.Sequential(
+        nn.Linear(hidden_dim, 2 * hidden_dim), nn.GELU(), nn.Linear(2 * hidden_dim, token_values)
+    )
+
+
 def default_num_downsample(embed_size: tuple[int, int]) -> int:
     """Stride-2 convolutions needed to bring ``embed_size`` to at most 16x16 (2 for 64x64, 0 for 16x16)."""
     n, side = 0, max(embed_size)
@@ -87,6 +94,9 @@ class Prompter(nn.Module):
         num_downsample: stride-2 convolutions (3x3, LayerNorm2d, GELU) before the transformer;
             ``None`` for as many as bring the grid to at most 16x16.
         recipe: the convergence remedies switched on (default: none, the paper's prompter).
+        point_head: mixed supervision: a second token head per query, the tokens of its part's
+            point (``"pred_point_tokens"``) beside the box head's (``"pred_tokens"``); only with
+            the paper's token head (no geometry, two-stage or denoising queries).
     """
 
     def __init__(
@@ -106,8 +116,11 @@ class Prompter(nn.Module):
         token_dim: int = SAM_EMBED_DIM,
         num_downsample: int | None = None,
         recipe: QueryRecipe = QueryRecipe(),
+        point_head: bool = False,
     ) -> None:
         super().__init__()
+        if point_head and (recipe.geometry is not None or recipe.two_stage or recipe.denoising):
+            raise ValueError("point_head needs the paper's token head: no geometry, two_stage or denoising")
         if num_classes < 1 or num_queries < 1 or num_tokens < 1:
             raise ValueError(
                 f"num_classes, num_queries and num_tokens must be positive, "
@@ -158,11 +171,10 @@ class Prompter(nn.Module):
             self.query_embed = nn.Embedding(num_queries * recipe.groups, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         if recipe.geometry is None:  # the paper's token head
-            self.token_embed = nn.Sequential(
-                nn.Linear(hidden_dim, 2 * hidden_dim),
-                nn.GELU(),
-                nn.Linear(2 * hidden_dim, num_tokens * token_dim),
-            )
+            self.token_embed = _token_head(hidden_dim, num_tokens * token_dim)
+        if point_head:
+            self.point_token_embed = _token_head(hidden_dim, num_tokens * token_dim)
+        self.has_point_head = point_head
         self.recipe = recipe
         self._build_recipe(recipe, hidden_dim, num_classes, num_tokens * token_dim, dec_layers)
 
@@ -337,6 +349,8 @@ class Prompter(nn.Module):
         hs = layer["hs"]
         lead = hs.shape[:2]
         out = {"pred_logits": self.class_embed(hs)}
+        if self.has_point_head:
+            out["pred_point_tokens"] = self.point_token_embed(hs).view(*lead, self.num_tokens, self.token_dim)
         if self.recipe.geometry is None:
             out["pred_tokens"] = self.token_embed(hs).view(*lead, self.num_tokens, self.token_dim)
         else:
@@ -349,15 +363,17 @@ def build_prompter(
     cfg: PrompterConfig, num_classes: int, embed_size: tuple[int, int], supervision: str = "box"
 ) -> Prompter:
     """The prompter for ``num_classes`` part classes on a SAM whose image embedding is ``embed_size``;
-    its geometry head (when ``cfg.geometry_head``) predicts the geometry of ``supervision``."""
+    its geometry head (when ``cfg.geometry_head``) predicts the geometry of ``supervision``; mixed
+    supervision gives every query a box and a point token head."""
+    parts = "box" if supervision == "mixed" else supervision
     recipe = QueryRecipe(
         aux_loss=cfg.aux_loss,
-        geometry=supervision if cfg.geometry_head else None,
+        geometry=parts if cfg.geometry_head else None,
         two_stage=cfg.two_stage,
         groups=cfg.groups,
         denoising=cfg.dn_groups > 0,
         standardize_input=cfg.standardize_input,
-        parts=supervision,
+        parts=parts,
     )
     return Prompter(
         num_classes=num_classes,
@@ -373,4 +389,5 @@ def build_prompter(
         num_tokens=cfg.num_tokens,
         num_downsample=cfg.num_downsample,
         recipe=recipe,
+        point_head=supervision == "mixed",
     )

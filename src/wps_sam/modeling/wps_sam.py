@@ -16,7 +16,7 @@ from ..postprocess import select_queries
 from ..sam.decoder import PromptMaskDecoder
 from ..sam.teacher import TeacherTokens
 from .dense_prompter import DensePrompter
-from .geometry import to_pixels
+from .geometry import normalise, to_pixels
 from .prompter import Prompter
 
 
@@ -37,6 +37,10 @@ class PartPrediction:
     query_idx: Tensor  # [K] which queries were kept
 
 
+SUPERVISIONS = ("box", "point", "mixed")
+_PROMPT_ARGUMENT = {"box": "boxes", "point": "points"}  # TeacherTokens' keyword for each geometry
+
+
 class WPSSAM(nn.Module):
     def __init__(
         self,
@@ -45,23 +49,31 @@ class WPSSAM(nn.Module):
         teacher: TeacherTokens,
         decoder: PromptMaskDecoder,
         supervision: str = "box",
+        prompt: str = "box",
     ) -> None:
         """
         Args:
             image_encoder: SAM's image encoder, [B,3,S,S] normalised input -> [B,256,h,w].
-            prompter: image embedding -> ``{"pred_logits", "pred_tokens"}``.
+            prompter: image embedding -> ``{"pred_logits", "pred_tokens"}`` (and, for mixed
+                supervision, the point head's ``"pred_point_tokens"`` or ``"pred_point_geometry"``).
             teacher: SAM's prompt encoder as ground-truth tokens.
             decoder: SAM's mask decoder driven by prompt tokens.
-            supervision: ``"box"`` or ``"point"``: which ground truth the teacher encodes.
+            supervision: ``"box"``, ``"point"`` or ``"mixed"`` (each part its own label: its box, or
+                its point when it has only a point): which ground truth the teacher encodes.
+            prompt: mixed supervision only: the head whose prompts SAM decodes at inference,
+                ``"box"`` (default) or ``"point"``; the other supervisions decode their own kind.
         """
         super().__init__()
-        if supervision not in ("box", "point"):
-            raise ValueError(f"supervision must be 'box' or 'point', got {supervision!r}")
+        if supervision not in SUPERVISIONS:
+            raise ValueError(f"supervision must be one of {SUPERVISIONS}, got {supervision!r}")
+        if prompt not in _PROMPT_ARGUMENT:
+            raise ValueError(f"prompt must be 'box' or 'point', got {prompt!r}")
         self.image_encoder = image_encoder
         self.prompter = prompter
         self.teacher = teacher
         self.decoder = decoder
         self.supervision = supervision
+        self.prompt = prompt if supervision == "mixed" else supervision
         for module in (self.image_encoder, self.teacher, self.decoder):
             module.eval()
             for p in module.parameters():
@@ -77,6 +89,11 @@ class WPSSAM(nn.Module):
     def num_classes(self) -> int:
         return self.prompter.num_classes
 
+    @property
+    def decodes_points(self) -> bool:
+        """Whether SAM's mask decoder receives point prompts at inference."""
+        return self.prompt == "point"
+
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
         """[B,3,S,S] normalised, padded images -> [B,256,h,w] SAM image embeddings."""
@@ -88,20 +105,31 @@ class WPSSAM(nn.Module):
         return int(self.teacher.prompt_encoder.input_image_size[0])
 
     def forward(self, image_embeddings: Tensor) -> dict:
-        """[B,256,h,w] -> ``{"pred_logits": [B,Q,C+1], "pred_tokens": [B,Q,T,256], ...}``."""
-        return self.complete_tokens(self.prompter(image_embeddings))
+        """[B,256,h,w] -> ``{"pred_logits": [B,Q,C+1], "pred_tokens": [B,Q,T,256], ...}``; under
+        mixed supervision ``"pred_tokens"`` are the tokens of the head that :attr:`prompt` names."""
+        outputs = self.complete_tokens(self.prompter(image_embeddings))
+        if self.supervision == "mixed" and self.prompt == "point":
+            outputs["pred_tokens"] = outputs["pred_point_tokens"]
+        return outputs
 
     def complete_tokens(self, outputs: dict) -> dict:
-        """Give every output that predicts geometry its ``pred_tokens``: SAM's frozen prompt encoder's
-        tokens of the geometry (differentiable in the geometry) plus the prompter's residual if it has
-        one (the dense prompter has none). Nested
+        """Give every output that predicts geometry its tokens: SAM's frozen prompt encoder's tokens
+        of the geometry (differentiable in the geometry) plus the prompter's residual if it has one
+        (the dense prompter has none): ``"pred_geometry"`` -> ``"pred_tokens"`` and, for mixed
+        supervision, the point head's ``"pred_point_geometry"`` -> ``"pred_point_tokens"``. Nested
         outputs (``aux_outputs``, ``dn_outputs``) are completed too; ``outputs`` is updated in place."""
-        if "pred_geometry" in outputs and "pred_tokens" not in outputs:
-            pixels = to_pixels(outputs["pred_geometry"].float(), self.supervision, self.image_size)
-            tokens = self.teacher.encode(**{"boxes" if self.supervision == "box" else "points": pixels})
-            if "pred_token_residual" in outputs:
-                tokens = tokens + outputs["pred_token_residual"].float()
-            outputs["pred_tokens"] = tokens
+        main_kind = "point" if self.supervision == "point" else "box"
+        heads = (
+            ("pred_geometry", "pred_tokens", main_kind),
+            ("pred_point_geometry", "pred_point_tokens", "point"),
+        )
+        for geometry_key, tokens_key, kind in heads:
+            if geometry_key in outputs and tokens_key not in outputs:
+                pixels = to_pixels(outputs[geometry_key].float(), kind, self.image_size)
+                tokens = self.teacher.encode(**{_PROMPT_ARGUMENT[kind]: pixels})
+                if tokens_key == "pred_tokens" and "pred_token_residual" in outputs:
+                    tokens = tokens + outputs["pred_token_residual"].float()
+                outputs[tokens_key] = tokens
         for aux in outputs.get("aux_outputs", []):
             self.complete_tokens(aux)
         if "dn_outputs" in outputs:
@@ -110,12 +138,34 @@ class WPSSAM(nn.Module):
 
     @torch.no_grad()
     def teacher_tokens(self, targets: list[dict[str, Tensor]]) -> list[Tensor]:
-        """Teacher tokens of every target, one batched call: per image [N_i, 2, 256]."""
-        key = "boxes" if self.supervision == "box" else "points"
+        """Teacher tokens of every target, one batched call per kind: per image [N_i, 2, 256]. Under
+        mixed supervision a part with a box (``has_box``) gets its box's tokens, the others their
+        point's."""
         counts = [len(t["labels"]) for t in targets]
-        prompts = torch.cat([t[key] for t in targets])
-        tokens = self.teacher(**{key: prompts})
+        if self.supervision != "mixed":
+            key = _PROMPT_ARGUMENT[self.supervision]
+            return list(self.teacher(**{key: torch.cat([t[key] for t in targets])}).split(counts))
+        has_box = torch.cat([t["has_box"] for t in targets]).bool()
+        tokens = self.teacher(points=torch.cat([t["points"] for t in targets]))
+        if has_box.any():
+            tokens[has_box] = self.teacher(boxes=torch.cat([t["boxes"] for t in targets])[has_box])
         return list(tokens.split(counts))
+
+    @torch.no_grad()
+    def attach_targets(self, targets: list[dict[str, Tensor]]) -> None:
+        """Give every target (in place) its teacher ``"tokens"`` [N, 2, 256] and normalised
+        ``"geometry"``: [N, 4] boxes (cx, cy, w, h), [N, 2] points or, for mixed supervision, [N, 4]
+        where a part labelled by a point is ``(x, y, 0, 0)`` (``has_box`` tells which)."""
+        for target, tokens in zip(targets, self.teacher_tokens(targets)):
+            target["tokens"] = tokens
+            if self.supervision == "point":
+                target["geometry"] = normalise(target["points"].float(), "point", self.image_size)
+                continue
+            boxes = target["boxes"].float()
+            if self.supervision == "mixed":  # a point (x, y) as the empty box (x, y, x, y)
+                has_box = target["has_box"].bool()[:, None]
+                boxes = torch.where(has_box, boxes.nan_to_num(0.0), target["points"].float().repeat(1, 2))
+            target["geometry"] = normalise(boxes, "box", self.image_size)
 
     @torch.no_grad()
     def predict(
@@ -129,7 +179,7 @@ class WPSSAM(nn.Module):
         SAM's three ambiguity-aware masks and keep the one SAM's IoU head rates best (what SAM advises
         for a single click) instead of its single-mask output (the official inference).
         """
-        multimask = point_multimask and self.supervision == "point"
+        multimask = point_multimask and self.decodes_points
         outputs = self(image_embeddings)
         kept = [select_queries(logits, score_threshold) for logits in outputs["pred_logits"]]
         tokens = outputs["pred_tokens"]

@@ -35,6 +35,7 @@ from scipy import ndimage
 
 from wps_sam.atomic import atomic_write_text
 from wps_sam.errors import ConfigError
+from wps_sam.synthetic.point_labels import keep_points_only
 from wps_sam.synthetic.polygons import mask_to_polygons
 from wps_sam.synthetic.toyparts_shapes import PART_CLASSES, POSE, SUPERCATEGORIES, draw_object, rotation, tube
 
@@ -342,9 +343,19 @@ def annotate_scene(scene: Scene, image_id: int, first_id: int, min_area: int = 2
 
 
 def write_toyparts(
-    out: str | Path, train: int, val: int, config: ToyPartsConfig, progress: bool = False
+    out: str | Path,
+    train: int,
+    val: int,
+    config: ToyPartsConfig,
+    progress: bool = False,
+    point_fraction: float = 0.0,
 ) -> dict:
-    """Write a ToyParts data set under ``out`` (see the module docstring); returns a summary."""
+    """Write a ToyParts data set under ``out`` (see the module docstring); returns a summary.
+
+    ``point_fraction``: the share of the training split's parts that keep only a point
+    (:func:`~.point_labels.keep_points_only`); the held-out split keeps every mask for evaluation.
+    The images do not depend on it.
+    """
     from tqdm import tqdm
 
     out = Path(out)
@@ -364,24 +375,38 @@ def write_toyparts(
             images.append({"id": index + 1, "file_name": name, "height": config.size, "width": config.size})
             anns += annotate_scene(scene, index + 1, len(anns) + 1, config.min_area)
             bar.update()
+        if split == "train" and point_fraction:
+            anns = keep_points_only(anns, point_fraction, config.seed, config.size, config.size)
         info = {"description": "ToyParts, a synthetic PartImageNet-style part data set", "version": "1.0"}
         info.update(seed=config.seed, size=config.size, split=split)
+        if split == "train" and point_fraction:
+            info["point_fraction"] = point_fraction
         coco = {"info": info, "images": images, "annotations": anns, "categories": categories}
         # The json goes last and atomically: once it exists, every image it names is complete.
         atomic_write_text(
             out / "annotations" / split / f"{split}.json", json.dumps(coco, separators=(",", ":"))
         )
-        summary["splits"][split] = {"images": len(images), "annotations": len(anns)}
+        points = sum("point" in a for a in anns)
+        summary["splits"][split] = {"images": len(images), "annotations": len(anns), "point_only": points}
         logger.info("toyparts %s: %d images, %d annotations", split, len(images), len(anns))
     bar.close()
     return summary
 
 
 def generate_toyparts(
-    out: str | Path, train: int, val: int, size: int = 256, seed: int = 0, progress: bool = False
+    out: str | Path,
+    train: int,
+    val: int,
+    size: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+    point_fraction: float = 0.0,
 ) -> dict:
-    """Write ``train`` and ``val`` ToyParts images of ``size`` px under ``out``, drawn from ``seed``.
+    """Write ``train`` and ``val`` ToyParts images of ``size`` px under ``out``, drawn from ``seed``;
+    a share ``point_fraction`` of the training parts labelled by a point only.
 
-    Returns ``{"out", "classes": PART_CLASSES, "splits": {split: {"images", "annotations"}}}``.
+    Returns ``{"out", "classes": PART_CLASSES, "splits": {split: {"images", "annotations",
+    "point_only"}}}``.
     """
-    return write_toyparts(out, train, val, ToyPartsConfig(size=size, seed=seed), progress=progress)
+    config = ToyPartsConfig(size=size, seed=seed)
+    return write_toyparts(out, train, val, config, progress=progress, point_fraction=point_fraction)
