@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .config import SAM_TYPES
+from .data.pascal_part_groupings import GROUPINGS as PASCAL_PART_GROUPINGS
 from .errors import WpsSamError
 from .recipes import DEFAULT_RECIPE, RECIPES
 
@@ -24,6 +25,7 @@ logger = logging.getLogger("wps_sam")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 RECHECK_HELP = "decode every image again (images unchanged since the last triage are otherwise not re-read)"
+PROMPT_HELP = "a run trained with --supervision mixed: decode with its box head (default) or its point head"
 
 
 def _config_overrides(args: argparse.Namespace) -> list[str]:
@@ -76,7 +78,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .plots import confusion_chart, per_class_iou_chart
     from .predictor import PartPredictor
 
-    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
+    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint, args.prompt)
     index = triaged_split(
         args.data,
         args.split,
@@ -193,7 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 f"--strict: {len(bad)} of {len(files)} input(s) unreadable, e.g. {bad[0][0]}: "
                 f"{bad[0][1]}; remove them or drop --strict to skip them"
             )
-    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint)
+    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint, args.prompt)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records, unreadable = [], []
@@ -352,11 +354,43 @@ def cmd_data_toyparts(args: argparse.Namespace) -> None:
         size=args.size,
         seed=args.seed,
         progress=not args.no_progress,
+        point_fraction=args.point_fraction,
     )
     counts = ", ".join(
-        f"{split}: {v['images']} images / {v['annotations']} parts" for split, v in summary["splits"].items()
+        f"{split}: {v['images']} images / {v['annotations']} parts"
+        + (f" ({v['point_only']} labelled by a point only)" if v["point_only"] else "")
+        for split, v in summary["splits"].items()
     )
     print(f"wrote ToyParts ({len(summary['classes'])} part classes) to {args.out}: {counts}")
+
+
+def cmd_data_pascal_part(args: argparse.Namespace) -> None:
+    from .data.pascal_part import convert_pascal_part
+
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    if not splits:
+        raise WpsSamError(f"--splits names no split: {args.splits!r}")
+    summary = convert_pascal_part(
+        Path(args.voc), Path(args.parts), Path(args.out), args.grouping, splits, progress=not args.no_progress
+    )
+    counts = ", ".join(
+        f"{split}: {v['images']} images / {v['annotations']} parts"
+        + (f" ({len(v['images_skipped'])} images skipped)" if v["images_skipped"] else "")
+        for split, v in summary["splits"].items()
+    )  # the reasons of skipped images are logged
+    classes = len(summary["classes"])
+    print(f"wrote Pascal-Part {args.grouping} ({classes} part classes) to {args.out}: {counts}")
+    unknown = list(summary["unknown_part_names"].items())
+    if unknown:
+        top = ", ".join(f"{name} x{count}" for name, count in unknown[:5])
+        print(f"skipped {sum(c for _, c in unknown)} part(s) of unknown names: {top}")
+    faults = {
+        "object(s) without parts": summary["objects_without_parts"],
+        "empty mask(s)": summary["empty_masks"],
+        "mask(s) of another shape than the image": len(summary["masks_skipped"]),
+    }
+    if any(faults.values()):
+        print("also skipped: " + ", ".join(f"{n} {what}" for what, n in faults.items() if n))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -373,6 +407,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
     return value
 
 
@@ -406,7 +450,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help=f"named settings to start from (default {DEFAULT_RECIPE}; paper: the official WPS-SAM training)",
     )
     _add_sam_options(p)
-    p.add_argument("--supervision", choices=["box", "point"])
+    p.add_argument(
+        "--supervision", choices=["box", "point", "mixed"], help="mixed: each part from its own label"
+    )
     p.add_argument("--point-mode", choices=["interior", "box_center"])
     group = p.add_mutually_exclusive_group()
     group.add_argument("--epochs", type=int)
@@ -445,6 +491,7 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
     p.add_argument("--strict", action="store_true", help="refuse a split with skipped images or annotations")
     p.add_argument("--recheck", action="store_true", help=RECHECK_HELP)
+    p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 
@@ -484,6 +531,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device")
     p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
     p.add_argument("--strict", action="store_true", help="refuse to run if any input is unreadable")
+    p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
@@ -595,8 +643,28 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--val", type=int, default=200)
     q.add_argument("--size", type=int, default=256)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument(
+        "--point-fraction",
+        type=_fraction,
+        default=0.0,
+        help="share of the training split's parts that keep only a point (mixed supervision)",
+    )
     _add_common(q)
     q.set_defaults(func=cmd_data_toyparts)
+    q = data_sub.add_parser(
+        "pascal-part", help="convert the official Pascal-Part release (PartImageNet layout)"
+    )
+    q.add_argument(
+        "--voc", required=True, metavar="VOC2010_DIR", help="the VOC2010 folder (or VOCdevkit/ holding it)"
+    )
+    q.add_argument(
+        "--parts", required=True, metavar="ANNOTATIONS_PART_DIR", help="Pascal-Part's folder of .mat files"
+    )
+    q.add_argument("--out", required=True, metavar="ROOT", help="data root to write")
+    q.add_argument("--grouping", choices=list(PASCAL_PART_GROUPINGS), default="pascal-part-58")
+    q.add_argument("--splits", default="train,val", help="VOC image lists to convert, comma-separated")
+    _add_common(q)
+    q.set_defaults(func=cmd_data_pascal_part)
 
 
 def build_parser() -> argparse.ArgumentParser:
