@@ -68,6 +68,12 @@ VARIANTS: dict[str, Callable[[PretrainConfig], PretrainConfig]] = {
     "embed-16x16": lambda c: replace(c, embed_stride=16),
     # SAM's recipe: every step at 256 px (no low-resolution curriculum)
     "no-curriculum": lambda c: _batches(c, low_res_steps=0),
+    # SAM's recipe: single points train the single-mask output (no ambiguity-aware multimask minimum)
+    "no-multimask": lambda c: replace(c, mask_recipe=replace(c.mask_recipe, multimask=False)),
+    # SAM's recipe: no IoU head loss (SamPredictor then picks a click's mask by an untrained head)
+    "no-iou-head": lambda c: replace(c, mask_weights=replace(c.mask_weights, iou=0.0)),
+    # SAM's recipe: two iterative correction clicks per prompt, the previous logits as mask prompt
+    "correction-clicks": lambda c: replace(c, mask_recipe=replace(c.mask_recipe, correction_clicks=2)),
     # encoder: the official ViT structure scaled down (16x16 embedding). Its position embedding is
     # fixed to 256 px, so it runs without the curriculum: compare it with no-curriculum.
     "vit-mini": lambda c: _batches(replace(c, encoder="vit_mini"), low_res_steps=0),

@@ -21,7 +21,15 @@ from wps_sam.pretraining import (
 from wps_sam.pretraining.data import PretrainBatches
 from wps_sam.pretraining.knowledge import ObjectClassifierHead, ObjectLabelledScenes
 from wps_sam.pretraining.losses import dice_loss, mask_iou, sigmoid_focal_loss
-from wps_sam.pretraining.objective import predict_masks_batched, prompt_frame
+from wps_sam.pretraining.objective import (
+    MaskLossWeights,
+    MaskRecipe,
+    correction_prompt,
+    images_to_input,
+    mask_objective,
+    predict_masks_batched,
+    prompt_frame,
+)
 from wps_sam.pretraining.prompts import PromptConfig, interior_point, mask_box, sample_prompts
 from wps_sam.pretraining.trainer import new_sam
 from wps_sam.sam.backbones import build_sam, tiny_sam_architecture
@@ -245,3 +253,39 @@ def test_the_scene_distribution_is_a_batch_switch():
     assert not torch.equal(PretrainBatches(plain)[0]["images"], PretrainBatches(without)[0]["images"])
     with pytest.raises(ValueError, match="256 px"):
         PretrainBatches(dataclasses.replace(plain, shapes=dataclasses.replace(plain.shapes, size=128)))
+
+
+def test_a_correction_click_goes_to_the_larger_error_region():
+    target = torch.zeros(3, 16, 16)
+    target[:, 4:12, 4:12] = 1.0
+    logits = torch.full((3, 16, 16), -5.0)
+    logits[0, 4:12, 4:8] = 5.0  # the right half missed: a positive click there
+    logits[1, 2:14, 2:14] = 5.0  # a thick spill around the target: a negative click in it
+    logits[2][target[2] > 0] = 5.0  # no error: a padding click
+    prompt = {"boxes": torch.zeros(3, 4), "points": None, "masks": None}
+    out = correction_prompt(prompt, logits, target, frame=64)  # 4 px of the frame per logit cell
+    coords, labels = out["points"]
+    assert labels[:, 0].tolist() == [1, 0, -1]
+    x, y = coords[0, 0].tolist()
+    assert 8 * 4 <= x + 0.5 <= 12 * 4 and 4 * 4 <= y + 0.5 <= 12 * 4  # inside the missed half
+    assert out["masks"].shape == (3, 1, 16, 16) and out["boxes"] is prompt["boxes"]
+    again = correction_prompt(out, logits, target, frame=64)
+    assert again["points"][0].shape == (3, 2, 2)  # clicks accumulate
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [MaskRecipe(multimask=False), MaskRecipe(correction_clicks=2)],
+    ids=["single-mask", "corrections"],
+)
+def test_objective_switches_train(recipe):
+    sam = new_sam(_smoke_config(1))
+    batch = PretrainBatches(BatchConfig(steps=1, batch_size=2, prompts_per_image=4, object_batch_size=0))[0]
+    size = batch["images"].shape[1]
+    with prompt_frame(sam.prompt_encoder, size, size // 8):
+        embeddings = sam.image_encoder(images_to_input(sam, list(batch["images"].numpy())))
+        terms = mask_objective(sam, embeddings, batch, MaskLossWeights(), recipe)
+    terms["loss"].backward()
+    assert math.isfinite(terms["loss"].item())
+    if recipe.correction_clicks:  # the mask prompt is trained through the later rounds
+        assert sam.prompt_encoder.mask_downscaling[0].weight.grad.abs().sum() > 0

@@ -4,7 +4,8 @@ A recipe of its own beside the paper's set prompter (Zhou et al. 2019, *Objects 
 residual stack of dilated 3x3 convolutions reads SAM's image embedding at its own resolution; one
 head scores every cell for every part class (a part "is" at the cell of its box centre, or of its
 point), another predicts the part's geometry from that cell: the centre's offset inside the cell and,
-for boxes, width and height. Training is dense, with no matching (:mod:`.dense_criterion`), which is
+for boxes, width and height (mixed supervision: a box head and a point head, each trained by the
+parts of its kind). Training is dense, with no matching (:mod:`.dense_criterion`), which is
 why it converges in minutes where a set prompter needs days.
 
 At inference the local maxima of the heat maps (3x3 max-pooling) are the parts; each peak's geometry

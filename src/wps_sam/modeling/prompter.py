@@ -242,7 +242,8 @@ class Prompter(nn.Module):
             ``"pred_logits"`` [B, Q, C + 1] (index C is "no part") and either ``"pred_tokens"``
             [B, Q, T, token_dim] (the paper's token head) or ``"pred_geometry"`` [B, Q, G] with
             ``"pred_token_residual"`` [B, Q, T, token_dim] (``recipe.geometry``: the tokens are SAM's
-            tokens of that geometry plus the residual; :meth:`WPSSAM.complete_tokens` adds them).
+            tokens of that geometry plus the residual; :meth:`WPSSAM.complete_tokens` adds them);
+            with ``point_head`` also ``"pred_point_tokens"`` [B, Q, T, token_dim].
             With the recipe's switches also ``"aux_outputs"`` (the earlier layers, same keys),
             ``"enc_outputs"`` (two-stage proposals: ``"pred_logits"`` [B, HW, C + 1],
             ``"pred_geometry"`` [B, HW, G], the cells' ``"anchors"`` and the ``"grid"``) and ``"dn_outputs"`` (the denoising queries, same keys,

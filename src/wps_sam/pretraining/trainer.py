@@ -39,7 +39,7 @@ from ..synthetic.scenes import SyntheticShapes
 from .data import BatchConfig, PretrainBatches
 from .evaluation import evaluate_prompted_miou
 from .knowledge import ObjectClassifierHead, knowledge_terms
-from .objective import MaskLossWeights, images_to_input, mask_objective, prompt_frame
+from .objective import MaskLossWeights, MaskRecipe, images_to_input, mask_objective, prompt_frame
 from .warmup import localisation_warmup, tie_decoder_attention
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class PretrainConfig:
     final_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     mask_weights: MaskLossWeights = field(default_factory=MaskLossWeights)
+    mask_recipe: MaskRecipe = field(default_factory=MaskRecipe)  # multimask, correction clicks
     object_weight: float = 1.0  # weight of the object-label BCE beside the mask losses
     bf16: bool = True
     loader_workers: int = 1  # processes drawing batches ahead of the model
@@ -196,7 +197,7 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[st
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
     with amp, prompt_frame(sam.prompt_encoder, size, size // run.stride):
         embeddings = sam.image_encoder(images_to_input(sam, list(images.numpy())))
-        terms = mask_objective(sam, embeddings[:num_scenes], batch, cfg.mask_weights)
+        terms = mask_objective(sam, embeddings[:num_scenes], batch, cfg.mask_weights, cfg.mask_recipe)
         loss = terms["loss"]
         if len(batch["object_images"]):
             terms |= knowledge_terms(run.head, embeddings[num_scenes:], batch["object_labels"])
