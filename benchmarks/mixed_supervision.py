@@ -16,7 +16,7 @@ reads the same cached embeddings.
 
     python benchmarks/mixed_supervision.py --work DIR [--point-fraction 0.5] [--seed 0]
 
-prints one JSON object (also written to DIR/mixed-supervision.json).
+prints one JSON object (also written to DIR/mixed-supervision-seed<S>.json).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def run_variant(
     """Train the demo's WPS-SAM on ``root`` from ``supervision`` and score it on the held-out split,
     once per head in ``prompts``."""
     cfg = _wps_sam_config(settings, root, work / "embeddings", supervision, seed, None)
-    run = work / "mixed-supervision" / name
+    run = work / "mixed-supervision" / f"seed{seed}" / name
     if run.exists():
         shutil.rmtree(run)
     started = time.time()
@@ -96,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="the demo's folder (its toyparts/ and embeddings/)")
     parser.add_argument("--point-fraction", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the data are the demo's)")
     parser.add_argument("--quick", action="store_true", help="the demo's --quick sizes (a smoke run)")
     args = parser.parse_args()
     work = Path(args.work)
@@ -133,7 +133,7 @@ def main() -> None:
         "total_s": round(time.time() - started, 1),
         "results": results,
     }
-    (work / "mixed-supervision.json").write_text(json.dumps(out, indent=1))
+    (work / f"mixed-supervision-seed{args.seed}.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
 
 

@@ -24,6 +24,14 @@ def mini_sam() -> Sam:
         return build_sam("vit_mini", "random")
 
 
+@pytest.fixture(scope="session")
+def sam_file(tmp_path_factory, mini_sam):
+    """``mini_sam``'s weights as an official-layout checkpoint file (``--sam-checkpoint``)."""
+    path = tmp_path_factory.mktemp("sam") / "sam_mini_random.pth"
+    torch.save(mini_sam.state_dict(), path)
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_embedding_cache(tmp_path_factory) -> None:
     """Tests never write to the user's embedding or triage cache (~/.cache/wps-sam)."""

@@ -277,13 +277,6 @@ def test_check_data_cli_json_and_text(faulty, capsys):
     assert len(err.splitlines()) == 1 and "does not exist" in err
 
 
-@pytest.fixture(scope="module")
-def sam_file(tmp_path_factory, mini_sam):
-    path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
-    torch.save(mini_sam.state_dict(), path)
-    return path
-
-
 @pytest.mark.slow
 def test_train_eval_predict_skip_what_check_data_skips(tmp_path, faulty, sam_file, capsys, caplog):
     root, expected = faulty

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from tests.data.fixtures import write_part_dataset
 
@@ -25,13 +24,6 @@ SMALL_PROMPTER = [
     "train.warmup_steps=2",
     "train.log_every=1",
 ]
-
-
-@pytest.fixture(scope="module")
-def sam_file(tmp_path_factory, mini_sam):
-    path = tmp_path_factory.mktemp("sam") / "sam_tiny_random.pth"
-    torch.save(mini_sam.state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

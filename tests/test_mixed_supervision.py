@@ -308,7 +308,10 @@ def test_train_eval_predict_mixed(tmp_path, sam_file, mixed_root, recipe):
     assert all(0.0 <= s <= 1.0 for s in scores.values())
 
 
-def test_a_single_kind_run_has_one_head(tmp_path, sam_file, data_root, capsys):
+def test_a_single_kind_run_has_one_head(tmp_path, sam_file, capsys):
+    data_root = tmp_path / "parts"
+    write_part_dataset(data_root, "train", 4, size_range=(40, 72), seed=1)
+    write_part_dataset(data_root, "val", 2, size_range=(40, 72), seed=2)
     run = tmp_path / "run"
     args = [
         "train",
@@ -327,18 +330,3 @@ def test_a_single_kind_run_has_one_head(tmp_path, sam_file, data_root, capsys):
     assert main(["eval", str(run), "--data", str(data_root), "--prompt", "point", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "has only a box head" in err and len(err.strip().splitlines()) == 1
-
-
-@pytest.fixture(scope="module")
-def sam_file(tmp_path_factory, mini_sam):
-    path = tmp_path_factory.mktemp("sam") / "sam_tiny_random.pth"
-    torch.save(mini_sam.state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("parts")
-    write_part_dataset(root, "train", 4, size_range=(40, 72), seed=1)
-    write_part_dataset(root, "val", 2, size_range=(40, 72), seed=2)
-    return root
