@@ -6,7 +6,9 @@ swapped; same seed, same steps, same data. Each run has ``--steps`` steps (the f
 
 1. the pre-training log's held-out generic scenes: box / point mIoU (SamPredictor);
 2. ToyParts parts never used in pre-training (``wps-sam data toyparts --train 0 --val 60 --seed S``):
-   box / click mIoU, as ``benchmarks/tiny_sam.py`` scores the shipped model;
+   box / click mIoU, as ``benchmarks/tiny_sam.py`` scores the shipped model (the click by the best
+   multimask output, and by the single-mask output: the fair figure for ``no-multimask``, whose
+   multimask outputs are never trained);
 3. with ``--probe ../shared/tools/feature_probe.py``, the knowledge probe on the demo's data at reduced
    sizes (``--probe-args``), for the variants in ``--probe-variants`` (the probe loads weights into
    the tiny SAM's own architecture, so only variants with that architecture can take it).
@@ -35,7 +37,7 @@ from safetensors.torch import load_file
 
 from wps_sam.demo.runner import DemoSettings, prepare_toyparts
 from wps_sam.pretraining import BatchConfig, PretrainConfig, evaluate_coco_miou, pretrain_tiny_sam
-from wps_sam.pretraining.trainer import new_sam
+from wps_sam.pretraining.trainer import WEIGHTS_NAME, new_sam
 from wps_sam.synthetic.toyparts import generate_toyparts
 
 
@@ -100,6 +102,7 @@ def toyparts_scores(sam: torch.nn.Module, out: Path, seed: int) -> dict:
     return {
         "toyparts_box_miou": round(res["box_miou"], 4),
         "toyparts_click_miou": round(res["point_miou"], 4),
+        "toyparts_click_single_miou": round(res["point_single_miou"], 4),
     }
 
 
@@ -129,6 +132,9 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
             and row.get("toyparts_seed") == args.seed
             and (not probed or "probe_embedding_fg_acc" in row)
         ):
+            if "toyparts_click_single_miou" not in row:  # scored before that figure existed
+                row |= toyparts_scores(trained_sam(cfg, run_dir / WEIGHTS_NAME), args.out, args.seed)
+                scores.write_text(json.dumps(row) + "\n")
             return row
     t = time.time()
     weights = pretrain_tiny_sam(run_dir, cfg, progress=False)

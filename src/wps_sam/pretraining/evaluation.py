@@ -29,8 +29,9 @@ def evaluate_prompted_miou(
 
     With segment-anything's ``SamPredictor``: box: the tight box (inclusive maxima), single-mask
     output; point: the pixel farthest from the mask's outline (a deterministic "centre" point),
-    multimask output, the mask with the highest predicted IoU. Masks come at the original resolution,
-    thresholded at logit 0 (the predictor's ``mask_threshold``).
+    multimask output, the mask with the highest predicted IoU (and, as ``point_single_miou``, the
+    same click's single-mask output). Masks come at the original resolution, thresholded at logit 0
+    (the predictor's ``mask_threshold``).
 
     Args:
         images: uint8 [H, W, 3] RGB, any size (resized to SAM's input frame as segment-anything does).
@@ -38,7 +39,7 @@ def evaluate_prompted_miou(
         max_masks_per_image: evaluate only the first masks of each image.
 
     Returns:
-        ``box_miou``, ``point_miou`` and ``n_masks``.
+        ``box_miou``, ``point_miou``, ``point_single_miou`` and ``n_masks``.
     """
     from segment_anything import SamPredictor
 
@@ -47,6 +48,7 @@ def evaluate_prompted_miou(
     predictor = SamPredictor(sam)
     box_ious: list[torch.Tensor] = []
     point_ious: list[torch.Tensor] = []
+    single_ious: list[torch.Tensor] = []
     for image, masks in zip(images, masks_per_image):
         masks = np.asarray(masks, bool)[:max_masks_per_image]
         masks = masks[masks.reshape(len(masks), -1).any(1)]
@@ -68,11 +70,21 @@ def evaluate_prompted_miou(
         )
         best = pred[torch.arange(len(masks)), iou_pred.argmax(1)]
         point_ious.append(mask_iou(best.float() * 2 - 1, gt))
+        pred, _, _ = predictor.predict_torch(
+            torch.as_tensor(points).float()[:, None], labels, multimask_output=False
+        )
+        single_ious.append(mask_iou(pred[:, 0].float() * 2 - 1, gt))
     sam.train(was_training)
     if not box_ious:
-        return {"box_miou": float("nan"), "point_miou": float("nan"), "n_masks": 0}
-    box, point = torch.cat(box_ious), torch.cat(point_ious)
-    return {"box_miou": box.mean().item(), "point_miou": point.mean().item(), "n_masks": len(box)}
+        nan = float("nan")
+        return {"box_miou": nan, "point_miou": nan, "point_single_miou": nan, "n_masks": 0}
+    box, point, single = torch.cat(box_ious), torch.cat(point_ious), torch.cat(single_ious)
+    return {
+        "box_miou": box.mean().item(),
+        "point_miou": point.mean().item(),
+        "point_single_miou": single.mean().item(),
+        "n_masks": len(box),
+    }
 
 
 def evaluate_coco_miou(
