@@ -51,10 +51,12 @@ def test_image_without_parts_and_collate(tmp_path):
     assert empty["points"].shape == (0, 2) and empty["masks"].shape == (0, S, S)
     batch = next(iter(DataLoader(ds, batch_size=3, collate_fn=collate_parts)))
     assert batch["images"].shape == (3, 3, S, S) and len(batch["targets"]) == 3
+    assert empty["has_box"].shape == (0,) and empty["has_box"].dtype == torch.bool
     assert set(batch["targets"][0]) == {
         "labels",
         "boxes",
         "points",
+        "has_box",
         "masks",
         "image_id",
         "index",
