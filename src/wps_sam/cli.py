@@ -376,6 +376,11 @@ def cmd_data_pascal_part(args: argparse.Namespace) -> None:
     counts = ", ".join(
         f"{split}: {v['images']} images / {v['annotations']} parts"
         + (f" ({len(v['images_skipped'])} images skipped)" if v["images_skipped"] else "")
+        + (
+            f" ({v['images_without_annotations']} images without a part of the grouping left out)"
+            if v["images_without_annotations"]
+            else ""
+        )
         for split, v in summary["splits"].items()
     )  # the reasons of skipped images are logged
     classes = len(summary["classes"])
@@ -388,6 +393,9 @@ def cmd_data_pascal_part(args: argparse.Namespace) -> None:
         "object(s) without parts": summary["objects_without_parts"],
         "empty mask(s)": summary["empty_masks"],
         "mask(s) of another shape than the image": len(summary["masks_skipped"]),
+        "object(s) of classes the grouping leaves out": sum(
+            summary["objects_of_unconverted_classes"].values()
+        ),
     }
     if any(faults.values()):
         print("also skipped: " + ", ".join(f"{n} {what}" for what, n in faults.items() if n))
