@@ -62,8 +62,9 @@ def _with_prompt(cfg: Config, prompt: str, weights: str | Path) -> Config:
     if cfg.data.supervision == "mixed":
         return dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, mixed_prompt=prompt))
     if prompt != cfg.data.supervision:
+        kind = cfg.data.supervision
         raise ConfigError(
-            f"{weights}: trained from {cfg.data.supervision}es, so it has only a {cfg.data.supervision} "
+            f"{weights}: trained from {kind}{'es' if kind == 'box' else 's'}, so it has only a {kind} "
             f"head; choosing the prompt ({prompt}) needs a run trained with --supervision mixed"
         )
     return cfg

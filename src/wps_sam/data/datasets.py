@@ -55,8 +55,9 @@ class PartSegmentationDataset(Dataset):
     * ``"image_id"`` (json id), ``"index"`` (= i), ``"original_size"`` (H, W), ``"input_size"`` (h, w).
 
     Boxes and points are always both present; ``supervision`` ("box", "point" or "mixed": each part
-    its own label) names the weak label that training prompts the teacher with. Points are computed once per image and cached
-    (per process: with a DataLoader, use ``persistent_workers=True`` to keep the cache across epochs).
+    its own label) names the weak label that training prompts the teacher with. Points are computed
+    once per image and cached (per process: with a DataLoader, use ``persistent_workers=True`` to
+    keep the cache across epochs).
     When the image file's size differs from the json's height/width, the file wins: annotations are
     scaled to it and the repair is recorded in ``index.repaired`` (in the process that saw it).
     With ``mirrored`` every image and its annotations are flipped left-right (augmentation).
