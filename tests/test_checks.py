@@ -199,6 +199,8 @@ def test_check_data_skips_and_repairs_every_fault_with_its_reason(faulty):
     assert set(report) == {
         "images_total",
         "images_usable",
+        "parts_usable",
+        "parts_point_only",
         "images_skipped",
         "annotations_skipped",
         "repaired",

@@ -127,6 +127,16 @@ def test_points_follow_rescaling_and_mirroring(mixed_root):
     assert mirrored.box is None and mirrored.point.tolist() == pytest.approx([entry.width - x, y])
 
 
+def test_check_data_counts_point_only_parts(mixed_root, capsys):
+    assert main(["check-data", "--data", str(mixed_root), "--split", "train", "--no-progress"]) == 0
+    index = load_split(mixed_root, "train")
+    clicked = sum(not p.has_box for e in index.images for p in e.parts)
+    assert (
+        clicked
+        and f"parts: {index.num_parts} usable ({clicked} labelled by a point only)" in capsys.readouterr().out
+    )
+
+
 def test_the_dataset_marks_point_only_parts(mixed_root):
     index = load_split(mixed_root, "train")
     dataset = PartSegmentationDataset(index, SamTransform(256), "mixed")

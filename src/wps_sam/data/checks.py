@@ -215,8 +215,10 @@ def _verdict_from_json(data: dict[str, Any] | None) -> ImageVerdict | None:
 def report_of(index: PartDataIndex) -> dict[str, Any]:
     """The check-data report of a (verified) index, JSON-safe.
 
-    ``{"images_total", "images_usable", "images_skipped": [{"file", "reason"}],
-    "annotations_skipped": [{"id", "image_id", "reason"}], "repaired": [{"file" | "id", ..., "reason"}]}``
+    ``{"images_total", "images_usable", "parts_usable", "parts_point_only", "images_skipped":
+    [{"file", "reason"}], "annotations_skipped": [{"id", "image_id", "reason"}], "repaired": [{"file" |
+    "id", ..., "reason"}]}``; ``parts_point_only`` counts the parts labelled by a point only (mixed
+    supervision).
     """
     files = {entry.image_id: entry.file_name for entry in index.images}
     repaired = []
@@ -231,6 +233,8 @@ def report_of(index: PartDataIndex) -> dict[str, Any]:
     return {
         "images_total": len(index.images) + len(index.skipped_images),
         "images_usable": len(index.images),
+        "parts_usable": index.num_parts,
+        "parts_point_only": sum(not p.has_box for entry in index.images for p in entry.parts),
         "images_skipped": [
             {"file": _json_safe(r.get("file_name")), "reason": r["reason"]} for r in index.skipped_images
         ],
@@ -321,6 +325,10 @@ def summary_line(report: dict[str, Any]) -> str | None:
 def format_report(report: dict[str, Any], limit: int = 20) -> str:
     """A human summary of a check-data report; at most ``limit`` lines per list."""
     lines = [f"images: {report['images_usable']} usable of {report['images_total']}"]
+    point_only = (
+        f" ({report['parts_point_only']} labelled by a point only)" if report["parts_point_only"] else ""
+    )
+    lines.append(f"parts: {report['parts_usable']} usable{point_only}")
     sections = (
         ("skipped images", report["images_skipped"], lambda r: f"{r['file']}: {r['reason']}"),
         (
