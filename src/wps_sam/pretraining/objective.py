@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import PromptEncoder, Sam
 
+from ..data.targets import interior_point
 from .losses import dice_loss, mask_iou, sigmoid_focal_loss
 
 
@@ -176,8 +177,6 @@ def correction_prompt(prompt: dict, logits: torch.Tensor, target: torch.Tensor, 
     thresholded prediction against ``target`` [n, H', W'] (missed: positive; spilled: negative); a
     prediction without error gets a padding click (label -1). Clicks are in the ``frame`` px input
     frame, pixel indices (SAM's convention)."""
-    from ..data.targets import interior_point
-
     h, w = logits.shape[-2:]
     if target.shape[-1] != w:
         target = F.adaptive_avg_pool2d(target, (h, w))
