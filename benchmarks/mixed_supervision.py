@@ -75,12 +75,13 @@ def run_variant(
     started = time.time()
     train(cfg, run, progress=False)
     record = {"supervision": supervision, "train_s": round(time.time() - started, 1), "miou": {}}
+    index = None
     for prompt in prompts:
         predictor = PartPredictor.from_run(
             run, cfg.train.device, prompt=prompt if supervision == "mixed" else None
         )
-        val = predictor.cfg.data.val_split
-        index = load_split(root, val, class_names=predictor.class_names)
+        if index is None:  # the held-out split, read once for every head
+            index = load_split(root, cfg.data.val_split, class_names=predictor.class_names)
         result = evaluate(predictor.model, index, predictor.cfg, predictor.device, progress=False)
         record["miou"][prompt] = round(100 * result["miou"], 1)
     train_json = json.loads((root / "annotations" / "train" / "train.json").read_text())["annotations"]

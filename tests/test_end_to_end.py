@@ -26,6 +26,16 @@ SMALL_PROMPTER = [
 ]
 
 
+def train_command(data_root, run, sam_file, recipe: str, steps: int, *options: str) -> list[str]:
+    """``wps-sam train`` of the small prompter on ``vit_mini`` (``sam_file``), without progress bars;
+    more ``--set`` overrides may follow the returned list."""
+    return [
+        "train", "--data", str(data_root), "--out", str(run), "--sam-type", "vit_mini",
+        "--sam-checkpoint", str(sam_file), "--recipe", recipe, "--max-steps", str(steps), *options,
+        "--no-progress", "--set", *SMALL_PROMPTER,
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("parts")
@@ -53,33 +63,8 @@ def _losses(run):
 def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
     run = tmp_path / f"run-{supervision}"
     steps = STEPS[recipe]
-    code = main(
-        [
-            "train",
-            "--data",
-            str(data_root),
-            "--out",
-            str(run),
-            "--sam-type",
-            "vit_mini",
-            "--recipe",
-            recipe,
-            "--sam-checkpoint",
-            str(sam_file),
-            "--supervision",
-            supervision,
-            "--max-steps",
-            str(steps),
-            "--batch-size",
-            "4",
-            "--lr",
-            "1e-3",
-            "--no-progress",
-            "--set",
-            *SMALL_PROMPTER,
-        ]
-    )
-    assert code == 0
+    options = ("--supervision", supervision, "--batch-size", "4", "--lr", "1e-3")
+    assert main(train_command(data_root, run, sam_file, recipe, steps, *options)) == 0
     for name in ("config.yaml", "model.safetensors", "metrics.jsonl", "resume.pt"):
         assert (run / name).is_file(), name
     losses = _losses(run)
@@ -128,10 +113,8 @@ def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
 def test_every_switch_trains_from_points(tmp_path, sam_file, data_root, switches):
     """Proposals, denoising anchors and the geometry head all take the supervision's geometry."""
     run = tmp_path / "run"
-    args = ["train", "--data", str(data_root), "--out", str(run), "--sam-type", "vit_mini", "--recipe", "paper",
-            "--sam-checkpoint", str(sam_file), "--supervision", "point", "--max-steps", "3", "--batch-size", "4",
-            "--no-progress", "--set", *SMALL_PROMPTER, *switches]  # fmt: skip
-    assert main(args) == 0
+    options = ("--supervision", "point", "--batch-size", "4")
+    assert main([*train_command(data_root, run, sam_file, "paper", 3, *options), *switches]) == 0
     assert len(_losses(run)) == 3 and all(np.isfinite(_losses(run)))
 
 
@@ -140,29 +123,7 @@ def test_eval_without_masks_is_one_line(tmp_path, sam_file, capsys):
     write_part_dataset(root, "train", 4, segmentation="none", seed=3)
     write_part_dataset(root, "val", 2, segmentation="none", seed=4)
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(root),
-                "--out",
-                str(run),
-                "--sam-type",
-                "vit_mini",
-                "--sam-checkpoint",
-                str(sam_file),
-                "--max-steps",
-                "2",
-                "--batch-size",
-                "2",
-                "--no-progress",
-                "--set",
-                *SMALL_PROMPTER,
-            ]
-        )
-        == 0
-    )
+    assert main(train_command(root, run, sam_file, DEFAULT_RECIPE, 2, "--batch-size", "2")) == 0
     capsys.readouterr()
     assert main(["eval", str(run), "--data", str(root), "--split", "val", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

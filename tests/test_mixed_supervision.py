@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from tests.data.fixtures import write_part_dataset
-from tests.test_end_to_end import SMALL_PROMPTER
+from tests.test_end_to_end import train_command
 
 from wps_sam.cli import main
 from wps_sam.config import ConfigError, load_config
@@ -301,10 +301,8 @@ def test_mixed_refuses_single_kind_switches():
 @pytest.mark.parametrize("recipe", ["paper", "dense"])
 def test_train_eval_predict_mixed(tmp_path, sam_file, mixed_root, recipe):
     run = tmp_path / "run"
-    args = ["train", "--data", str(mixed_root), "--out", str(run), "--sam-type", "vit_mini"]
-    args += ["--sam-checkpoint", str(sam_file), "--recipe", recipe, "--supervision", "mixed"]
-    args += ["--max-steps", "8", "--batch-size", "4", "--no-progress", "--set", *SMALL_PROMPTER]
-    assert main(args) == 0
+    options = ("--supervision", "mixed", "--batch-size", "4")
+    assert main(train_command(mixed_root, run, sam_file, recipe, 8, *options)) == 0
     scores = {}
     for prompt in ("box", "point"):
         assert main(["eval", str(run), "--data", str(mixed_root), "--prompt", prompt, "--no-progress"]) == 0
@@ -323,19 +321,7 @@ def test_a_single_kind_run_has_one_head(tmp_path, sam_file, capsys):
     write_part_dataset(data_root, "train", 4, size_range=(40, 72), seed=1)
     write_part_dataset(data_root, "val", 2, size_range=(40, 72), seed=2)
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        str(data_root),
-        "--out",
-        str(run),
-        "--sam-type",
-        "vit_mini",
-        "--recipe",
-        "paper",
-    ]
-    args += ["--sam-checkpoint", str(sam_file), "--max-steps", "1", "--no-progress", "--set", *SMALL_PROMPTER]
-    assert main(args) == 0
+    assert main(train_command(data_root, run, sam_file, "paper", 1)) == 0
     capsys.readouterr()
     assert main(["eval", str(run), "--data", str(data_root), "--prompt", "point", "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -234,7 +234,7 @@ def report_of(index: PartDataIndex) -> dict[str, Any]:
         "images_total": len(index.images) + len(index.skipped_images),
         "images_usable": len(index.images),
         "parts_usable": index.num_parts,
-        "parts_point_only": sum(not p.has_box for entry in index.images for p in entry.parts),
+        "parts_point_only": index.num_point_only,
         "images_skipped": [
             {"file": _json_safe(r.get("file_name")), "reason": r["reason"]} for r in index.skipped_images
         ],

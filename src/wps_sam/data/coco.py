@@ -102,6 +102,11 @@ class PartDataIndex:
         return sum(len(entry.parts) for entry in self.images)
 
     @property
+    def num_point_only(self) -> int:
+        """Parts labelled by a point only (no box, no mask)."""
+        return sum(not part.has_box for entry in self.images for part in entry.parts)
+
+    @property
     def has_masks(self) -> bool:
         """True iff *every* kept part has a segmentation (vacuously True for a split without parts).
 
