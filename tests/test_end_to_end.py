@@ -82,6 +82,13 @@ def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
         assert 0.0 <= result[key] <= 1.0
         assert 0.0 <= result["paper_protocol"][key] <= 1.0
     assert [c["name"] for c in result["per_class"]] == ["background", "part1", "part2", "part3"]
+    flip_eval = ["eval", str(run), "--data", str(data_root), "--no-progress"]
+    if recipe == DEFAULT_RECIPE:  # mirrored at test time by default: the same report from one view
+        assert main([*flip_eval, "--no-flip-test"]) == 0
+        single_view = json.loads((run / "eval-val.json").read_text())
+        assert single_view["images"] == result["images"] and 0.0 <= single_view["miou"] <= 1.0
+    else:  # the set prompter has no maps to average: a one-line error
+        assert main([*flip_eval, "--flip-test"]) == 2
 
     out = tmp_path / "pred"
     images = data_root / "images" / "val"

@@ -6,6 +6,7 @@ free local port in this process.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import struct
@@ -72,6 +73,26 @@ def test_segment_is_the_predictors_and_thresholds_reuse_the_embedding(predictor,
     _, fewer, _ = segmenter.segment(str(image_file), score_threshold=0.99)
     _, only_head, _ = segmenter.segment(str(image_file), classes=["head"])
     assert calls == [] and len(fewer) < len(table) and {row[0] for row in only_head} <= {"head"}
+
+
+def _mirroring(predictor: PartPredictor, flip_test: bool) -> PartPredictor:
+    inference = dataclasses.replace(predictor.cfg.inference, flip_test=flip_test)
+    return PartPredictor(predictor.model, NAMES, dataclasses.replace(predictor.cfg, inference=inference), predictor.device)
+
+
+def test_a_mirroring_run_caches_both_views_and_segments_as_its_predictor(predictor, image_file, monkeypatch):
+    mirroring = _mirroring(predictor, True)
+    segmenter = PartSegmenter(mirroring)
+    image = np.asarray(Image.open(image_file).convert("RGB"))
+    _, table, _ = segmenter.segment(str(image_file))
+    assert table == parts_table(mirroring.predict(image), *image.shape[:2])
+    single_view = _mirroring(predictor, False).predict(image)
+    assert table != parts_table(single_view, *image.shape[:2])  # the mirror counts
+    calls = []
+    for name in ("embed", "embed_mirrored"):
+        monkeypatch.setattr(mirroring, name, lambda x, name=name: calls.append(name))
+    _, again, _ = segmenter.segment(str(image_file))
+    assert calls == [] and again == table
 
 
 def test_faulty_inputs_are_clear_errors(predictor, tmp_path):

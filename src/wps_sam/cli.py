@@ -26,6 +26,10 @@ logger = logging.getLogger("wps_sam")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 RECHECK_HELP = "decode every image again (images unchanged since the last triage are otherwise not re-read)"
 PROMPT_HELP = "a run trained with --supervision mixed: decode with its box head (default) or its point head"
+FLIP_TEST_HELP = (
+    "dense prompter: also read each image's mirror (a second encoder pass) and average the two views' "
+    "heat maps and geometry (default: the run's inference.flip_test)"
+)
 
 
 def _config_overrides(args: argparse.Namespace) -> list[str]:
@@ -78,7 +82,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .plots import confusion_chart, per_class_iou_chart
     from .predictor import PartPredictor
 
-    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint, args.prompt)
+    predictor = PartPredictor.from_run(
+        args.run, args.device or "auto", args.sam_checkpoint, args.prompt, args.flip_test
+    )
     index = triaged_split(
         args.data,
         args.split,
@@ -172,6 +178,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     multimask = predictor.cfg.inference.point_multimask
     path = export_onnx(predictor.model, args.onnx, predictor.class_names, multimask)
     print(f"prompter + mask decoder: {path}")
+    if predictor.cfg.inference.flip_test:
+        print(
+            "note: the graph reads one view; this run's test-time mirroring (inference.flip_test) is not "
+            "in it, so its parts can differ from those of `wps-sam eval` and `wps-sam predict`"
+        )
     if args.encoder_onnx:
         print(f"SAM image encoder: {export_image_encoder(predictor.model, args.encoder_onnx)}")
 
@@ -195,7 +206,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 f"--strict: {len(bad)} of {len(files)} input(s) unreadable, e.g. {bad[0][0]}: "
                 f"{bad[0][1]}; remove them or drop --strict to skip them"
             )
-    predictor = PartPredictor.from_run(args.run, args.device or "auto", args.sam_checkpoint, args.prompt)
+    predictor = PartPredictor.from_run(
+        args.run, args.device or "auto", args.sam_checkpoint, args.prompt, args.flip_test
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records, unreadable = [], []
@@ -500,6 +513,7 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="refuse a split with skipped images or annotations")
     p.add_argument("--recheck", action="store_true", help=RECHECK_HELP)
     p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 
@@ -540,6 +554,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
     p.add_argument("--strict", action="store_true", help="refuse to run if any input is unreadable")
     p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 

@@ -140,6 +140,9 @@ class InferenceConfig:
     # Mixed supervision: which head's prompts SAM decodes, "box" or "point" (the others decode their own).
     mixed_prompt: str = "box"
     peak_threshold: float = 0.3  # the dense prompter keeps a cell's part from this heat-map score
+    # The dense prompter: also read the mirror image (one more encoder pass per image) and average
+    # its heat maps and geometry, mirrored back, with the image's own before picking the peaks.
+    flip_test: bool = False
 
 
 @dataclass(frozen=True)
@@ -301,6 +304,11 @@ def validate(cfg: Config) -> None:
             "data.supervision=mixed trains the paper's token heads (with aux_loss, groups and "
             "standardize_input) or the dense prompter; prompter.geometry_head, two_stage and dn_groups "
             "predict one kind of geometry: turn them off, or use --recipe dense or paper"
+        )
+    if cfg.inference.flip_test and p.kind != "dense":
+        raise ConfigError(
+            "inference.flip_test averages the dense prompter's maps over the image and its mirror; "
+            f"prompter.kind={p.kind!r} has no maps to average: use --recipe dense or turn flip_test off"
         )
     if not 0.0 < cfg.inference.peak_threshold < 1.0:
         raise ConfigError(f"inference.peak_threshold must be in (0, 1), got {cfg.inference.peak_threshold}")

@@ -70,6 +70,16 @@ def _with_prompt(cfg: Config, prompt: str, weights: str | Path) -> Config:
     return cfg
 
 
+def _with_flip_test(cfg: Config, flip_test: bool, weights: str | Path) -> Config:
+    """``cfg`` with test-time mirroring on or off; only the dense prompter mirrors."""
+    if flip_test and cfg.prompter.kind != "dense":
+        raise ConfigError(
+            f"{weights}: test-time mirroring averages the dense prompter's maps; this run's prompter "
+            f"is {cfg.prompter.kind!r}"
+        )
+    return dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, flip_test=flip_test))
+
+
 class PartPredictor:
     def __init__(self, model: WPSSAM, class_names: list[str], cfg: Config, device: torch.device) -> None:
         self.model = model.to(device).eval()
@@ -85,14 +95,16 @@ class PartPredictor:
         device: str = "auto",
         sam_checkpoint: str | None = None,
         prompt: str | None = None,
+        flip_test: bool | None = None,
     ) -> PartPredictor:
         """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM
-        path; ``prompt`` (``"box"`` or ``"point"``) the head a mixed-supervision run decodes with."""
+        path; ``prompt`` (``"box"`` or ``"point"``) the head a mixed-supervision run decodes with;
+        ``flip_test`` turns test-time mirroring on or off (``None``: as the run's config says)."""
 
         run = Path(run)
         if not run.is_dir():
             raise CheckpointError(f"run directory not found: {run}")
-        return cls.from_weights(run / WEIGHTS_FILE, device, sam_checkpoint, prompt)
+        return cls.from_weights(run / WEIGHTS_FILE, device, sam_checkpoint, prompt, flip_test)
 
     @classmethod
     def from_weights(
@@ -101,6 +113,7 @@ class PartPredictor:
         device: str = "auto",
         sam_checkpoint: str | None = None,
         prompt: str | None = None,
+        flip_test: bool | None = None,
     ) -> PartPredictor:
         """The model of a prompter weights file (a run's ``model.safetensors``, which records its config)."""
         from .engine.device import resolve_device
@@ -110,6 +123,8 @@ class PartPredictor:
             cfg = dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, checkpoint=sam_checkpoint))
         if prompt is not None:
             cfg = _with_prompt(cfg, prompt, weights)
+        if flip_test is not None:
+            cfg = _with_flip_test(cfg, flip_test, weights)
         sam = build_sam(cfg.sam.type, cfg.sam.checkpoint, sha256=cfg.sam.sha256)
         model = build_wps_sam(cfg, len(class_names), sam)
         try:
@@ -125,7 +140,7 @@ class PartPredictor:
         self, images: torch.Tensor, original_sizes: list[tuple[int, int]]
     ) -> list[PartSegmentation]:
         """``images``: [B,3,S,S] preprocessed (see :class:`SamTransform`); sizes (H, W) of the originals."""
-        return self.decode(self.embed(images), original_sizes)
+        return self.decode(self.embed(images), original_sizes, mirrored_embeddings=self.embed_mirrored(images))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -134,22 +149,38 @@ class PartPredictor:
             return self.model.embed(images.to(self.device)).float()
 
     @torch.no_grad()
+    def embed_mirrored(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The embeddings of the mirrored input frames [B,256,h,w] when the run mirrors at test time
+        (``inference.flip_test``: a second encoder pass), else ``None``."""
+        if not self.cfg.inference.flip_test:
+            return None
+        with autocast(self.device, self.cfg.train.amp):
+            return self.model.embed(images.to(self.device), mirrored=True).float()
+
+    @torch.no_grad()
     def decode(
         self,
         embeddings: torch.Tensor,
         original_sizes: list[tuple[int, int]],
         score_threshold: float | None = None,
         mask_probability: float | None = None,
+        mirrored_embeddings: torch.Tensor | None = None,
     ) -> list[PartSegmentation]:
         """Parts of images from their embeddings [B,256,h,w], as :meth:`predict` gives them.
 
         ``score_threshold`` (a class probability) and ``mask_probability`` (a mask pixel's SAM
         probability) override the run's inference settings; a changed threshold costs no encoder pass.
+        ``mirrored_embeddings``: :meth:`embed_mirrored` of the same images (test-time mirroring).
         """
         if score_threshold is None:
             score_threshold = self.cfg.inference.score_threshold
+        if mirrored_embeddings is not None:
+            mirrored_embeddings = mirrored_embeddings.to(self.device)
         predictions = self.model.predict(
-            embeddings.to(self.device), score_threshold, self.cfg.inference.point_multimask
+            embeddings.to(self.device),
+            score_threshold,
+            self.cfg.inference.point_multimask,
+            mirrored_embeddings=mirrored_embeddings,
         )
         threshold = (
             float(torch.sigmoid(torch.tensor(self.cfg.inference.mask_threshold)))

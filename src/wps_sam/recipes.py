@@ -28,11 +28,12 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"augment": "hflip"},
         "inference": {"point_multimask": True},
     },
-    # Per-cell heat maps and geometry (modeling/dense_prompter.py).
+    # Per-cell heat maps and geometry (modeling/dense_prompter.py), trained on the images and their
+    # mirrors and read from both at test time (one more encoder pass per image: README's demo section).
     "dense": {
         "prompter": {"kind": "dense", "standardize_input": True},
         "train": {"augment": "hflip"},
-        "inference": {"point_multimask": True},
+        "inference": {"point_multimask": True, "flip_test": True},
     },
 }
 # What `wps-sam train` uses unless told otherwise: the recipe that wins the README's ablation.

@@ -66,7 +66,8 @@ class PartSegmenter:
 
     def __init__(self, predictor: PartPredictor, out_dir: Path | None = None) -> None:
         self.predictor = predictor
-        self.embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
+        # digest -> (embedding, mirror image's embedding or None): see PartPredictor.embed_mirrored
+        self.embeddings: OrderedDict[str, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
         self.out_dir = out_dir or Path(tempfile.mkdtemp(prefix="wps-sam-serve-"))
 
     def load_run(self, run: str) -> str:
@@ -75,11 +76,12 @@ class PartSegmenter:
         self.predictor, self.embeddings = predictor, OrderedDict()
         return f"loaded {run.strip()}: {len(predictor.class_names)} part classes"
 
-    def embedding(self, image: np.ndarray, key: str) -> torch.Tensor:
-        """SAM's embedding of ``image`` (``key``: its digest), computed once while it stays recent."""
+    def embedding(self, image: np.ndarray, key: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """SAM's embedding of ``image`` (``key``: its digest) and, when the run mirrors at test time,
+        its mirror image's; computed once while the image stays recent."""
         if key not in self.embeddings:
             batch = self.predictor.transform.apply_image(image)[None]
-            self.embeddings[key] = self.predictor.embed(batch)
+            self.embeddings[key] = (self.predictor.embed(batch), self.predictor.embed_mirrored(batch))
             while len(self.embeddings) > CACHED_IMAGES:
                 self.embeddings.popitem(last=False)
         self.embeddings.move_to_end(key)
@@ -96,8 +98,9 @@ class PartSegmenter:
         image = read_image(Path(path))
         height, width = image.shape[:2]
         key = hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()
+        embedding, mirrored = self.embedding(image, key)
         result = self.predictor.decode(
-            self.embedding(image, key), [(height, width)], score_threshold, mask_probability
+            embedding, [(height, width)], score_threshold, mask_probability, mirrored_embeddings=mirrored
         )[0]
         names = self.predictor.class_names
         if classes is not None:

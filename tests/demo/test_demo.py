@@ -221,5 +221,7 @@ def test_demo_smoke(tmp_path):
     assert saved["budgets"]["wps-sam-box"]["encoder_pass"]["encoded"] == 8
     assert saved["budgets"]["fully-supervised"]["steps"] == 2
     assert saved["budgets"]["fully-supervised-sam-head"]["steps"] == 4
+    # The demo mirrors at test time, every method alike (the held-out mirror images are encoded too).
+    assert saved["flip_test"] is True and saved["configs"]["wps-sam-point"]["inference"]["flip_test"] is True
     floor = saved["references"]["all-background"]
     assert 0.0 < floor["miou"] < 1.0 and "all-background" in (out / "results.md").read_text()

@@ -334,10 +334,22 @@ def lraspp_batch(model: nn.Module, data: SemanticSplit) -> Callable[[list[int], 
     return batch
 
 
-def lraspp_predictor(model: nn.Module, data: SemanticSplit) -> MapFn:
+def mean_of_views(logits: Tensor, mirrored_back: Tensor, dim: int) -> Tensor:
+    """The log of the mean softmax (over ``dim``, the labels) of two views' logits, the mirror's
+    already flipped back: logits of the averaged prediction."""
+    return ((logits.softmax(dim) + mirrored_back.softmax(dim)) / 2).log()
+
+
+def lraspp_predictor(model: nn.Module, data: SemanticSplit, flip_test: bool = False) -> MapFn:
+    """Label maps of ``data``'s images; ``flip_test``: the mean of the softmax of each image and of
+    its mirror image's, flipped back (the test-time mirroring WPS-SAM's dense prompter may use)."""
+
     @torch.no_grad()
     def predict(i: int) -> Tensor:
-        logits = model.eval()(data.normalised([i]))["out"][0]
+        x = data.normalised([i])
+        logits = model.eval()(x)["out"][0]
+        if flip_test:
+            logits = mean_of_views(logits, model(x.flip(-1))["out"][0].flip(-1), dim=0)
         return _to_original(logits, data.input_sizes[i], data.original_sizes[i])
 
     return predict
@@ -367,12 +379,18 @@ def head_batch(
     return batch
 
 
-def head_predictor(head: nn.Module, embeddings: Tensor, data: SemanticSplit) -> MapFn:
+def head_predictor(
+    head: nn.Module, embeddings: Tensor, data: SemanticSplit, mirrored: Tensor | None = None
+) -> MapFn:
+    """Label maps of ``data``'s images from their embeddings; with ``mirrored`` (the embeddings of
+    the mirror images, square frames) the mean of both views' softmax, the mirror's flipped back."""
     size = data.labels.shape[-1]
 
     @torch.no_grad()
     def predict(i: int) -> Tensor:
         logits = head.eval()(embeddings[i : i + 1])
+        if mirrored is not None:
+            logits = mean_of_views(logits, head(mirrored[i : i + 1]).flip(-1), dim=1)
         logits = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)[0]
         return _to_original(logits, data.input_sizes[i], data.original_sizes[i])
 

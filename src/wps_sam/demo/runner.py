@@ -59,6 +59,7 @@ METHODS = (
 )
 MANIFEST = "demo_manifest.json"
 MIRRORED_TRAIN = "train-mirrored"  # the training images flipped left-right (augmentation)
+MIRRORED_VAL = "val-mirrored"  # the held-out images flipped left-right (test-time mirroring)
 MANIFEST_FORMAT = 1
 
 
@@ -324,8 +325,10 @@ def _fully_supervised_stages(
     timings: _Timings,
     scores: _Scores,
     progress: bool,
+    flip_test: bool = False,
 ) -> None:
-    """LR-ASPP from scratch on the images, and a head on the frozen SAM embedding, both from full masks."""
+    """LR-ASPP from scratch on the images, and a head on the frozen SAM embedding, both from full
+    masks; ``flip_test``: both predict from each image and its mirror, as WPS-SAM then does."""
     with timings.stage("load images"):
         train_maps = [baselines.gt_semantic_map(e) for e in train_index.images]
         train_data = baselines.load_semantic_split(train_index, train_maps, settings.image_size, progress)
@@ -359,7 +362,7 @@ def _fully_supervised_stages(
             progress=progress,
             class_weights=weights,
         )
-    _score_stage(name, baselines.lraspp_predictor(net, fs_val), val, timings, scores, progress)
+    _score_stage(name, baselines.lraspp_predictor(net, fs_val, flip_test), val, timings, scores, progress)
 
     name = "fully-supervised-sam-head"
     with timings.stage(f"{name}/train"):
@@ -379,9 +382,9 @@ def _fully_supervised_stages(
             progress=progress,
             class_weights=weights,
         )
-    _score_stage(
-        name, baselines.head_predictor(head, embeddings["val"], val_data), val, timings, scores, progress
-    )
+    mirrored = embeddings[MIRRORED_VAL] if flip_test else None
+    predict = baselines.head_predictor(head, embeddings["val"], val_data, mirrored)
+    _score_stage(name, predict, val, timings, scores, progress)
 
 
 @dataclass
@@ -506,6 +509,10 @@ def run_demo(
         splits = {"train": (train_index, False), "val": (val.index, False)}
         if any(cfg.train.augment == "hflip" for cfg in configs.values()):
             splits[MIRRORED_TRAIN] = (train_index, True)
+        # WPS-SAM's evaluation mirrors by itself; the SAM head reads the mirror images' embeddings.
+        flip_test = any(cfg.inference.flip_test for cfg in configs.values())
+        if flip_test:
+            splits[MIRRORED_VAL] = (val.index, True)
         embeddings, encoding = _encode_splits(sam, splits, out / "embeddings", progress)
 
     scores = _Scores()
@@ -518,11 +525,15 @@ def run_demo(
     _score_stage(
         "box-fill", lambda i: baselines.box_fill_map(val.index.images[i]), val, timings, scores, progress
     )
-    _fully_supervised_stages(train_index, val, embeddings, settings, seed, timings, scores, progress)
+    _fully_supervised_stages(
+        train_index, val, embeddings, settings, seed, timings, scores, progress, flip_test
+    )
     _record_encoder_pass(scores, encoding)
 
     results = _results(data, scores, settings, configs["box"].train.recipe, progress)
     results |= {
+        # Every trained method predicted from each held-out image and its mirror (inference.flip_test).
+        "flip_test": flip_test,
         "timings_s": dict(timings),
         "sam": {
             "type": "tiny",

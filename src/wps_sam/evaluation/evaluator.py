@@ -59,12 +59,15 @@ def evaluate(
     was_training = model.prompter.training
     model.eval()
     for batch in tqdm(loader, desc=f"eval {index.split}", disable=not progress, dynamic_ncols=True):
+        images = batch["images"].to(device)
         with autocast(device, cfg.train.amp):
-            embeddings = model.embed(batch["images"].to(device)).float()
+            embeddings = model.embed(images).float()
+            mirrored = model.embed(images, mirrored=True).float() if cfg.inference.flip_test else None
         predictions = model.predict(
             embeddings,
             cfg.inference.score_threshold,
             cfg.inference.point_multimask,
+            mirrored_embeddings=mirrored,
         )
         for pred, target in zip(predictions, batch["targets"]):
             height, width = target["original_size"]

@@ -15,6 +15,11 @@ predicted geometry. The outputs follow the set prompter's contract (``pred_logit
 "no part" last), so selection, decoding and composition are shared: a peak of score s and class c
 gets the logits ``logit(s)`` for c and ``logit(peak_threshold)`` for "no part" (the others -inf), so
 it is kept exactly when s > peak_threshold, with the score s itself when ``peak_threshold`` is 0.5.
+
+Test-time mirroring (``inference.flip_test``): the prompter also reads the embedding of the mirror
+image (SAM's whole S x S input frame flipped left-right, so that its grid mirrors this one's cell for
+cell) and averages, cell by cell, the heat-map probabilities and the geometry of both views, the
+mirror's flipped back (:func:`average_with_mirror`), before it picks the peaks.
 """
 
 from __future__ import annotations
@@ -62,6 +67,23 @@ def _geometry_head(width: int, kind: str) -> nn.Sequential:
     if kind == "box":
         nn.init.constant_(head[-1].bias[2:], math.log(2.0))
     return head
+
+
+def average_with_mirror(dense: dict[str, Tensor], mirrored: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The cell-wise mean of :meth:`DensePrompter.dense` of an embedding and of its mirror image's.
+
+    ``mirrored`` holds the maps of the left-right mirrored input frame: they are flipped back along
+    the grid's width, and every centre's x becomes 1 - x (sizes are unchanged). The heat maps are
+    averaged as probabilities and returned as logits, the geometry as normalised coordinates.
+    """
+    heat = (dense["heatmap"].float().sigmoid() + mirrored["heatmap"].float().flip(-1).sigmoid()) / 2
+    out = {"heatmap": torch.logit(heat, eps=1e-6)}
+    for key in ("geometry", "point_geometry"):
+        if key in dense:
+            back = mirrored[key].float().flip(2)  # [B, h, w, G]: the cells in this view's order
+            back = torch.cat([1 - back[..., :1], back[..., 1:]], dim=-1)
+            out[key] = (dense[key].float() + back) / 2
+    return out
 
 
 class DensePrompter(nn.Module):
@@ -149,13 +171,24 @@ class DensePrompter(nn.Module):
             return centre
         return torch.cat([centre, raw[..., 2:].clamp(-6, 6).exp() / grid], dim=-1)
 
-    def forward(self, image_embeddings: Tensor) -> dict:
+    def forward(self, image_embeddings: Tensor, mirrored_embeddings: Tensor | None = None) -> dict:
         """Training: :meth:`dense`; evaluation: the peaks as queries, the set prompter's contract:
         ``"pred_logits"`` [B, K, C + 1] and ``"pred_geometry"`` [B, K, G] (K = ``max_parts``; mixed
-        supervision: the box head's, and the point head's as ``"pred_point_geometry"`` [B, K, 2])."""
+        supervision: the box head's, and the point head's as ``"pred_point_geometry"`` [B, K, 2]).
+        ``mirrored_embeddings`` [B, 256, h, w] (evaluation only): the embeddings of the mirrored input
+        frames, averaged in before the peaks (:func:`average_with_mirror`)."""
         dense = self.dense(image_embeddings)
         if self.training:
+            if mirrored_embeddings is not None:
+                raise ValueError("DensePrompter: mirrored embeddings are for evaluation (test-time mirroring)")
             return dense
+        if mirrored_embeddings is not None:
+            if mirrored_embeddings.shape != image_embeddings.shape:
+                raise ValueError(
+                    f"mirrored embeddings {tuple(mirrored_embeddings.shape)} must match the embeddings "
+                    f"{tuple(image_embeddings.shape)}"
+                )
+            dense = average_with_mirror(dense, self.dense(mirrored_embeddings))
         return self.peaks(dense)
 
     def peaks(self, dense: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -95,19 +95,34 @@ class WPSSAM(nn.Module):
         return self.prompt == "point"
 
     @torch.no_grad()
-    def embed(self, images: Tensor) -> Tensor:
-        """[B,3,S,S] normalised, padded images -> [B,256,h,w] SAM image embeddings."""
-        return self.image_encoder(images)
+    def embed(self, images: Tensor, mirrored: bool = False) -> Tensor:
+        """[B,3,S,S] normalised, padded images -> [B,256,h,w] SAM image embeddings; ``mirrored``:
+        of the whole S x S input frames flipped left-right (test-time mirroring), so that the
+        embedding's grid mirrors the image's cell for cell."""
+        return self.image_encoder(images.flip(-1) if mirrored else images)
+
+    @property
+    def mirrors_at_test(self) -> bool:
+        """Whether the prompter can average its outputs over an image and its mirror (the dense one)."""
+        return isinstance(self.prompter, DensePrompter)
 
     @property
     def image_size(self) -> int:
         """S, the side of SAM's square input frame (the frame of every box, point and geometry)."""
         return int(self.teacher.prompt_encoder.input_image_size[0])
 
-    def forward(self, image_embeddings: Tensor) -> dict:
+    def forward(self, image_embeddings: Tensor, mirrored_embeddings: Tensor | None = None) -> dict:
         """[B,256,h,w] -> ``{"pred_logits": [B,Q,C+1], "pred_tokens": [B,Q,T,256], ...}``; under
-        mixed supervision ``"pred_tokens"`` are the tokens of the head that :attr:`prompt` names."""
-        outputs = self.complete_tokens(self.prompter(image_embeddings))
+        mixed supervision ``"pred_tokens"`` are the tokens of the head that :attr:`prompt` names.
+        ``mirrored_embeddings``: :meth:`embed` of the mirrored frames, for test-time mirroring
+        (:attr:`mirrors_at_test` prompters only)."""
+        if mirrored_embeddings is None:
+            outputs = self.prompter(image_embeddings)
+        elif not self.mirrors_at_test:
+            raise ValueError(f"{type(self.prompter).__name__} has no test-time mirroring (the dense prompter has)")
+        else:
+            outputs = self.prompter(image_embeddings, mirrored_embeddings)
+        outputs = self.complete_tokens(outputs)
         if self.supervision == "mixed" and self.prompt == "point":
             outputs["pred_tokens"] = outputs["pred_point_tokens"]
         return outputs
@@ -169,9 +184,14 @@ class WPSSAM(nn.Module):
 
     @torch.no_grad()
     def predict(
-        self, image_embeddings: Tensor, score_threshold: float = 0.0, point_multimask: bool = False
+        self,
+        image_embeddings: Tensor,
+        score_threshold: float = 0.0,
+        point_multimask: bool = False,
+        mirrored_embeddings: Tensor | None = None,
     ) -> list[PartPrediction]:
-        """Kept queries and their SAM masks for each image of the batch.
+        """Kept queries and their SAM masks for each image of the batch (``mirrored_embeddings``:
+        see :meth:`forward`; SAM decodes the masks from ``image_embeddings``).
 
         Queries whose argmax class is not "no part" (and whose probability reaches
         ``score_threshold``) are kept, as in the official inference; only kept queries are decoded,
@@ -180,7 +200,7 @@ class WPSSAM(nn.Module):
         for a single click) instead of its single-mask output (the official inference).
         """
         multimask = point_multimask and self.decodes_points
-        outputs = self(image_embeddings)
+        outputs = self(image_embeddings, mirrored_embeddings)
         kept = [select_queries(logits, score_threshold) for logits in outputs["pred_logits"]]
         tokens = outputs["pred_tokens"]
         batch_size, _, num_tokens, dim = tokens.shape
