@@ -77,7 +77,9 @@ def test_segment_is_the_predictors_and_thresholds_reuse_the_embedding(predictor,
 
 def _mirroring(predictor: PartPredictor, flip_test: bool) -> PartPredictor:
     inference = dataclasses.replace(predictor.cfg.inference, flip_test=flip_test)
-    return PartPredictor(predictor.model, NAMES, dataclasses.replace(predictor.cfg, inference=inference), predictor.device)
+    return PartPredictor(
+        predictor.model, NAMES, dataclasses.replace(predictor.cfg, inference=inference), predictor.device
+    )
 
 
 def test_a_mirroring_run_caches_both_views_and_segments_as_its_predictor(predictor, image_file, monkeypatch):

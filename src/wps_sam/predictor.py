@@ -140,7 +140,9 @@ class PartPredictor:
         self, images: torch.Tensor, original_sizes: list[tuple[int, int]]
     ) -> list[PartSegmentation]:
         """``images``: [B,3,S,S] preprocessed (see :class:`SamTransform`); sizes (H, W) of the originals."""
-        return self.decode(self.embed(images), original_sizes, mirrored_embeddings=self.embed_mirrored(images))
+        return self.decode(
+            self.embed(images), original_sizes, mirrored_embeddings=self.embed_mirrored(images)
+        )
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

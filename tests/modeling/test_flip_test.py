@@ -60,7 +60,9 @@ def test_the_model_mirrors_the_whole_input_frame_and_decodes_from_the_image_itse
     images = torch.randn(1, 3, mini_sam.image_encoder.img_size, mini_sam.image_encoder.img_size)
     with torch.no_grad():
         model.prompter.heatmap[-1].bias.fill_(2.0)  # confident peaks: parts to decode
-        torch.testing.assert_close(model.embed(images, mirrored=True), mini_sam.image_encoder(images.flip(-1)))
+        torch.testing.assert_close(
+            model.embed(images, mirrored=True), mini_sam.image_encoder(images.flip(-1))
+        )
         embeddings, mirrored = model.embed(images), model.embed(images, mirrored=True)
         outputs = model(embeddings, mirrored)
         expected = model.prompter.peaks(
@@ -80,7 +82,9 @@ def test_only_the_dense_prompter_mirrors_and_only_at_test_time(mini_sam):
         _with_flip_test(load_config(overrides=["train.recipe=paper"]), True, "model.safetensors")
     assert load_config().inference.flip_test  # the default (dense) recipe mirrors; a run can stop it
     assert not _with_flip_test(load_config(), False, "model.safetensors").inference.flip_test
-    paper = build_wps_sam(load_config(overrides=["train.recipe=paper", "prompter.num_queries=4"]), C, mini_sam)
+    paper = build_wps_sam(
+        load_config(overrides=["train.recipe=paper", "prompter.num_queries=4"]), C, mini_sam
+    )
     embeddings = torch.randn(1, 256, *mini_sam.prompt_encoder.image_embedding_size)
     with pytest.raises(ValueError, match="no test-time mirroring"):
         paper.eval()(embeddings, embeddings)

@@ -180,7 +180,9 @@ class DensePrompter(nn.Module):
         dense = self.dense(image_embeddings)
         if self.training:
             if mirrored_embeddings is not None:
-                raise ValueError("DensePrompter: mirrored embeddings are for evaluation (test-time mirroring)")
+                raise ValueError(
+                    "DensePrompter: mirrored embeddings are for evaluation (test-time mirroring)"
+                )
             return dense
         if mirrored_embeddings is not None:
             if mirrored_embeddings.shape != image_embeddings.shape:

@@ -119,7 +119,9 @@ class WPSSAM(nn.Module):
         if mirrored_embeddings is None:
             outputs = self.prompter(image_embeddings)
         elif not self.mirrors_at_test:
-            raise ValueError(f"{type(self.prompter).__name__} has no test-time mirroring (the dense prompter has)")
+            raise ValueError(
+                f"{type(self.prompter).__name__} has no test-time mirroring (the dense prompter has)"
+            )
         else:
             outputs = self.prompter(image_embeddings, mirrored_embeddings)
         outputs = self.complete_tokens(outputs)
