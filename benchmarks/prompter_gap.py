@@ -1,0 +1,145 @@
+"""Where a box-trained WPS-SAM loses against the oracle: the place, the class, the misses, the extras.
+
+The oracle (``sam-gt-box-oracle`` of ``wps-sam demo``) prompts the same frozen SAM with every
+ground-truth box and its class. This benchmark takes a trained box run and, on a held-out split,
+pairs its kept parts with the ground-truth parts one to one (Hungarian matching on box IoU; a pair
+counts from IoU 0.3) and scores, with the standard protocol and the run's own inference settings
+(test-time mirroring included), the run as it is and with one kind of error repaired at a time:
+
+* ``gt-box``: each paired prediction prompts SAM with its part's true box (its class and score kept);
+* ``gt-class``: each paired prediction takes its part's true class;
+* ``gt-box+class``: both;
+* ``drop-unpaired``: the predictions paired with no part are dropped;
+* ``all-repaired+missed``: all of the above, plus every part no prediction found, prompted with its
+  true box and class (score 1): the oracle, up to the composition of the paired scores.
+
+It also prints the detections' recall at box IoU 0.5 and 0.75 (class-agnostic) and with the right class.
+
+    python benchmarks/prompter_gap.py --run DIR/runs/wps-sam-box --data DIR/toyparts [--split val]
+
+prints one JSON object (also written to RUN/prompter-gap-<split>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torchvision.ops import box_iou
+
+from wps_sam.data.coco import load_split
+from wps_sam.data.datasets import PartSegmentationDataset
+from wps_sam.data.transforms import SamTransform
+from wps_sam.demo.baselines import gt_semantic_map
+from wps_sam.evaluation.metrics import ConfusionMatrix
+from wps_sam.modeling.geometry import to_pixels
+from wps_sam.postprocess import compose_semantic_map, select_queries
+from wps_sam.predictor import PartPredictor
+from wps_sam.sam.decoder import masks_to_frame
+
+VARIANTS = ("as-is", "gt-box", "gt-class", "gt-box+class", "drop-unpaired", "all-repaired+missed")
+PAIR_IOU = 0.3
+
+
+def pair_parts(pred_boxes: torch.Tensor, gt_boxes: torch.Tensor) -> tuple[dict[int, int], torch.Tensor]:
+    """One-to-one pairs {prediction: part} of box IoU >= PAIR_IOU (Hungarian on IoU), and the IoU
+    matrix [P, N]."""
+    iou = box_iou(pred_boxes, gt_boxes)
+    if not len(pred_boxes) or not len(gt_boxes):
+        return {}, iou
+    rows, cols = linear_sum_assignment(-iou.numpy())
+    return {int(r): int(c) for r, c in zip(rows, cols) if iou[r, c] >= PAIR_IOU}, iou
+
+
+def repaired_prompts(variant, boxes, labels, scores, gt_boxes, gt_labels, pairs):
+    """The boxes, classes and scores SAM decodes for ``variant`` (see the module docstring)."""
+    boxes, labels, scores = boxes.clone(), labels.clone(), scores.clone()
+    if variant in ("gt-box", "gt-box+class", "all-repaired+missed"):
+        for p, g in pairs.items():
+            boxes[p] = gt_boxes[g]
+    if variant in ("gt-class", "gt-box+class", "all-repaired+missed"):
+        for p, g in pairs.items():
+            labels[p] = gt_labels[g]
+    if variant in ("drop-unpaired", "all-repaired+missed"):
+        keep = torch.tensor([p in pairs for p in range(len(boxes))], dtype=torch.bool)
+        boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
+    if variant == "all-repaired+missed":
+        missed = [g for g in range(len(gt_labels)) if g not in pairs.values()]
+        boxes = torch.cat([boxes, gt_boxes[missed]])
+        labels = torch.cat([labels, gt_labels[missed]])
+        scores = torch.cat([scores, torch.ones(len(missed))])
+    return boxes, labels, scores
+
+
+@torch.no_grad()
+def measure(predictor: PartPredictor, data: str | Path, split: str) -> dict:
+    model, cfg = predictor.model, predictor.cfg
+    if model.supervision != "box":
+        raise SystemExit(f"prompter_gap measures box runs; this run is trained from {model.supervision}")
+    index = load_split(data, split, class_names=predictor.class_names)
+    size = model.image_size
+    dataset = PartSegmentationDataset(index, SamTransform(size))
+    threshold = float(torch.sigmoid(torch.tensor(cfg.inference.mask_threshold)))
+    matrices = {v: ConfusionMatrix(model.num_classes + 1) for v in VARIANTS}
+    counts = {"parts": 0, "kept": 0, "recall_iou50": 0, "recall_iou75": 0, "recall_iou50_class": 0}
+    for i, entry in enumerate(index.images):
+        item = dataset[i]
+        images = item["image"][None]
+        embeddings = predictor.embed(images)
+        outputs = model(embeddings, predictor.embed_mirrored(images))
+        keep, labels, scores = select_queries(outputs["pred_logits"][0], cfg.inference.score_threshold)
+        boxes = to_pixels(outputs["pred_geometry"][0, keep].float(), "box", size)
+        gt_boxes, gt_labels = item["boxes"].float(), item["labels"].long()  # input frame
+        pairs, iou = pair_parts(boxes, gt_boxes)
+        counts["parts"] += len(gt_labels)
+        counts["kept"] += len(keep)
+        for p, g in pairs.items():
+            counts["recall_iou50"] += bool(iou[p, g] >= 0.5)
+            counts["recall_iou75"] += bool(iou[p, g] >= 0.75)
+            counts["recall_iou50_class"] += bool(iou[p, g] >= 0.5 and labels[p] == gt_labels[g])
+        original = (entry.height, entry.width)
+        gt_map = gt_semantic_map(entry)
+        for variant in VARIANTS:
+            v_boxes, v_labels, v_scores = repaired_prompts(
+                variant, boxes, labels, scores, gt_boxes, gt_labels, pairs
+            )
+            if len(v_labels):
+                tokens = model.teacher.encode(boxes=v_boxes)
+                logits, _ = model.decoder(embeddings, tokens[None])
+                probs = masks_to_frame(logits[0], size, item["input_size"], original).sigmoid()
+            else:
+                probs = torch.zeros(0, *original)
+            pred_map = compose_semantic_map(probs.cpu(), v_labels, v_scores, threshold)
+            matrices[variant].update(pred_map, gt_map)
+    names = ["background", *index.class_names]
+    parts = max(counts["parts"], 1)
+    return {
+        "miou": {v: round(m.compute(names)["miou"], 4) for v, m in matrices.items()},
+        "kept_per_part": round(counts["kept"] / parts, 3),
+        "recall": {
+            k.removeprefix("recall_"): round(counts[k] / parts, 3) for k in counts if k.startswith("recall")
+        },
+        "parts": counts["parts"],
+        "images": len(index.images),
+        "flip_test": cfg.inference.flip_test,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a run trained with --supervision box")
+    parser.add_argument("--data", required=True, help="the data root the run is scored on")
+    parser.add_argument("--split", default="val")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    result = measure(PartPredictor.from_run(args.run, "cpu"), args.data, args.split)
+    result |= {"run": str(args.run), "data": str(args.data), "split": args.split}
+    (Path(args.run) / f"prompter-gap-{args.split}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
