@@ -14,7 +14,11 @@ The demo's data and embedding cache are reused from ``--work`` when they are the
 --out DIR`` leaves them in DIR); the label variants hard-link the same image files, so every run
 reads the same cached embeddings.
 
-    python benchmarks/mixed_supervision.py --work DIR [--point-fraction 0.5] [--seed 0]
+    python benchmarks/mixed_supervision.py --work DIR [--point-fraction 0.5] [--seed 0] \
+        [--train-images N] [--set KEY=VALUE ...]
+
+(``--train-images``: the demo's ``--train-images``; ``--set``: overrides of the WPS-SAM configuration,
+e.g. ``inference.flip_test=false`` for one view at test time.)
 
 prints one JSON object (also written to DIR/mixed-supervision-seed<S>.json).
 """
@@ -22,6 +26,7 @@ prints one JSON object (also written to DIR/mixed-supervision-seed<S>.json).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -99,9 +104,16 @@ def main() -> None:
     parser.add_argument("--point-fraction", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="training seed (the data are the demo's)")
     parser.add_argument("--quick", action="store_true", help="the demo's --quick sizes (a smoke run)")
+    parser.add_argument("--train-images", type=int, help="training images (default: the demo's)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
     work = Path(args.work)
     settings = QUICK_SETTINGS if args.quick else DemoSettings()
+    settings = dataclasses.replace(
+        settings,
+        train_images=args.train_images or settings.train_images,
+        overrides=(*settings.overrides, *args.set),
+    )
     prepare_toyparts(work / "toyparts", settings, progress=False)
     demo = work / "toyparts"
 

@@ -650,7 +650,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
         help="ToyParts super-categories to draw (default: Quadruped,Bird,Fish,Car,Bottle,Aeroplane)",
     )
     p.add_argument("--data-seed", type=int, help="seed of the generated data (default 0)")
-    p.add_argument("--train-images", type=_positive_int, help="training images (default 800)")
+    p.add_argument("--train-images", type=_positive_int, help="training images (default 1600)")
     p.add_argument("--val-images", type=_positive_int, help="held-out images (default 150)")
     p.add_argument("--recipe", choices=sorted(RECIPES), help=f"WPS-SAM's recipe (default {DEFAULT_RECIPE})")
     _add_common(p)
