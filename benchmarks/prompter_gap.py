@@ -134,7 +134,6 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the data root the run is scored on")
     parser.add_argument("--split", default="val")
     args = parser.parse_args()
-    torch.set_grad_enabled(False)
     result = measure(PartPredictor.from_run(args.run, "cpu"), args.data, args.split)
     result |= {"run": str(args.run), "data": str(args.data), "split": args.split}
     (Path(args.run) / f"prompter-gap-{args.split}.json").write_text(json.dumps(result, indent=1))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .build import build_wps_sam
-from .config import Config
+from .config import Config, validate
 from .data.transforms import SamTransform
 from .engine.loop import autocast
 from .engine.run_dir import WEIGHTS_FILE, load_weights
@@ -71,13 +71,14 @@ def _with_prompt(cfg: Config, prompt: str, weights: str | Path) -> Config:
 
 
 def _with_flip_test(cfg: Config, flip_test: bool, weights: str | Path) -> Config:
-    """``cfg`` with test-time mirroring on or off; only the dense prompter mirrors."""
-    if flip_test and cfg.prompter.kind != "dense":
-        raise ConfigError(
-            f"{weights}: test-time mirroring averages the dense prompter's maps; this run's prompter "
-            f"is {cfg.prompter.kind!r}"
-        )
-    return dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, flip_test=flip_test))
+    """``cfg`` with test-time mirroring on or off, validated as any config (only the dense prompter
+    mirrors)."""
+    cfg = dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, flip_test=flip_test))
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{weights}: {exc}") from None
+    return cfg
 
 
 class PartPredictor:

@@ -32,9 +32,10 @@ def check_supervision(index: PartDataIndex, supervision: str) -> None:
     needs a box for every part; a part labelled by a point only trains with ``point`` or ``mixed``."""
     if supervision not in SUPERVISIONS:
         raise ValueError(f"unknown supervision {supervision!r}; expected one of {SUPERVISIONS}")
-    if supervision == "box" and index.num_point_only:
+    point_only = index.num_point_only
+    if supervision == "box" and point_only:
         raise DataError(
-            f"split '{index.split}' of {index.root}: {index.num_point_only} of {index.num_parts} parts are labelled "
+            f"split '{index.split}' of {index.root}: {point_only} of {index.num_parts} parts are labelled "
             "by a point only; train with --supervision mixed (each part from its own label) or point"
         )
 
