@@ -52,13 +52,14 @@ def build_any_prompter(
             max_parts=p.dense_max_parts,
             peak_threshold=cfg.inference.peak_threshold,
             standardize_input=p.standardize_input,
+            geometry_radius=p.dense_geometry_radius,
         )
     return build_prompter(p, num_classes, embed_size, cfg.data.supervision)
 
 
 def build_training_criterion(cfg: Config, num_classes: int) -> SetCriterion | DenseCriterion:
     if cfg.prompter.kind == "dense":
-        return build_dense_criterion(cfg.loss, num_classes)
+        return build_dense_criterion(cfg.loss, num_classes, cfg.prompter.dense_geometry_radius)
     return build_criterion(cfg.loss, num_classes, groups=cfg.prompter.groups)
 
 

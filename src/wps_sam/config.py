@@ -70,6 +70,9 @@ class PrompterConfig:
     dense_width: int = 128
     dense_dilations: str = "1,2,4,8,1"
     dense_max_parts: int = 30  # peaks kept per image at inference (highest first)
+    # Cells around each part's centre cell that also learn its geometry (TTFNet): 0 = the centre cell
+    # only (CenterNet); r = every cell within r cells, weighted by the part's heat-map bump.
+    dense_geometry_radius: int = 0
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"loss.{f.name} must be >= 0")
     if cfg.prompter.dn_groups < 0:
         raise ConfigError(f"prompter.dn_groups must be >= 0, got {cfg.prompter.dn_groups}")
+    if cfg.prompter.dense_geometry_radius < 0:
+        raise ConfigError(
+            f"prompter.dense_geometry_radius must be >= 0, got {cfg.prompter.dense_geometry_radius}"
+        )
     try:
         dilations = [int(d) for d in cfg.prompter.dense_dilations.split(",")]
     except ValueError:

@@ -28,10 +28,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"augment": "hflip"},
         "inference": {"point_multimask": True},
     },
-    # Per-cell heat maps and geometry (modeling/dense_prompter.py), trained on the images and their
-    # mirrors and read from both at test time (one more encoder pass per image: README's demo section).
+    # Per-cell heat maps and geometry (modeling/dense_prompter.py), the geometry learned by the cells
+    # within 2 of each centre (TTFNet), trained on the images and their mirrors and read from both at
+    # test time (one more encoder pass per image: README's demo section).
     "dense": {
-        "prompter": {"kind": "dense", "standardize_input": True},
+        "prompter": {"kind": "dense", "standardize_input": True, "dense_geometry_radius": 2},
         "train": {"augment": "hflip"},
         "inference": {"point_multimask": True, "flip_test": True},
     },

@@ -10,7 +10,7 @@ import torch
 from wps_sam.config import LossConfig
 from wps_sam.modeling.criterion import build_criterion
 from wps_sam.modeling.denoising import Denoiser
-from wps_sam.modeling.dense_criterion import DenseCriterion, target_heatmap
+from wps_sam.modeling.dense_criterion import DenseCriterion, geometry_samples, target_heatmap
 from wps_sam.modeling.dense_prompter import DensePrompter
 from wps_sam.modeling.geometry import normalise, sine_embedding, to_pixels
 from wps_sam.modeling.prompter import Prompter
@@ -211,6 +211,44 @@ def test_dense_criterion_is_low_when_the_heatmap_is_right():
     assert good["loss_heatmap"] < 1e-3 * bad["loss_heatmap"]
     assert good["loss_geom"] == 0 and good["loss_giou"] < 1e-5 and bad["loss_geom"] > 0
     assert good["match_recall"] == 1
+
+
+def test_centre_cells_alone_learn_geometry_at_radius_zero():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(5, 4, generator=g) * 0.5 + 0.25
+    targets = [
+        {"labels": torch.tensor([0, 1, 2]), "geometry": gt[:3]},
+        {"labels": torch.tensor([3, 1]), "geometry": gt[3:]},
+    ]
+    outputs = {"heatmap": torch.zeros(2, C, 16, 16), "geometry": torch.rand(2, 16, 16, 4, generator=g)}
+    losses = DenseCriterion(C, {"loss_geom": 1.0}, geometry_radius=0)(outputs, targets)
+    cells = (gt[:, :2] * 16).long()
+    at_centres = outputs["geometry"][torch.tensor([0, 0, 0, 1, 1]), cells[:, 1], cells[:, 0]]
+    torch.testing.assert_close(losses["loss_geom"], (at_centres - gt).abs().sum(-1).mean())
+
+
+def test_cells_around_a_centre_learn_the_part_whose_bump_is_highest_there():
+    # a large part centred at cell (8, 8) and a small one centred at (10, 8) of the same image
+    gt = torch.tensor([[8.5 / 16, 8.5 / 16, 0.5, 0.5], [10.5 / 16, 8.5 / 16, 0.1, 0.1]])
+    part, cells, weight = geometry_samples(gt, torch.tensor([0, 0]), (16, 16), radius=2)
+    owner = {tuple(c): p for p, c in zip(part.tolist(), cells.tolist())}
+    assert len(owner) == len(part)  # every cell learns one part
+    assert owner[(8, 8)] == 0 and owner[(10, 8)] == 1 and owner[(6, 6)] == 0
+    assert owner[(9, 8)] == 0  # the large part's bump (1 cell from its centre) beats the small one's
+    assert weight[(part == 0) & (cells == torch.tensor([8, 8])).all(1)].item() == 1
+    same_image_apart = geometry_samples(gt, torch.tensor([0, 1]), (16, 16), radius=2)[0]
+    assert (same_image_apart == 1).sum() == 25  # in different images nothing is shared
+
+
+def test_a_cell_beside_the_centre_can_reach_the_centre_with_a_geometry_radius():
+    torch.manual_seed(0)
+    near = DensePrompter(C, "box", embed_size=EMBED, width=16, dilations=(1,), geometry_radius=1)
+    inside = DensePrompter(C, "box", embed_size=EMBED, width=16, dilations=(1,))
+    raw = torch.full((1, 4, 16, 16), -1.5)
+    assert (near._cell_geometry(raw)[0, 4, 4, 0] * 16).item() == pytest.approx(4 + 0.5 - 1.5)
+    assert 4 < (inside._cell_geometry(raw)[0, 4, 4, 0] * 16).item() < 5
+    zero = torch.zeros(1, 4, 16, 16)  # both start at the cell's middle
+    torch.testing.assert_close(near._cell_geometry(zero), inside._cell_geometry(zero))
 
 
 def test_transformer_encode_is_the_encoder():

@@ -10,7 +10,11 @@ points), the maximum where bumps overlap. Terms:
   summed over coordinates, averaged over parts;
 * ``loss_giou``: 1 - GIoU of those boxes (boxes only).
 
-No matching: each part supervises its own cell, so the prompter learns where parts are from the
+With a geometry radius r > 0 (``prompter.dense_geometry_radius``; TTFNet, Liu et al. 2020) the cells
+within r of a centre learn its geometry too, weighted by the part's bump (:func:`geometry_samples`):
+more regression samples per part, and a peak one cell off the centre still reads a trained box.
+
+No matching: each part supervises its own cells, so the prompter learns where parts are from the
 first steps.
 
 Mixed supervision (targets with ``has_box``, outputs with the point head's ``point_geometry``): a
@@ -43,6 +47,49 @@ def centre_cells(geometry: Tensor, grid: tuple[int, int]) -> Tensor:
     return torch.stack([x, y], dim=1)
 
 
+def bump_spreads(geometry: Tensor, grid: tuple[int, int], has_box: Tensor | None = None) -> Tensor:
+    """[N] spread in cells of each part's heat-map bump: CenterNet's sixth of a box's diameter (at
+    least half a cell), a fixed one for points (``has_box`` False under mixed supervision)."""
+    h, w = grid
+    sigma = torch.full((len(geometry),), POINT_SIGMA, device=geometry.device)
+    if geometry.shape[1] == 4:
+        sized = (geometry[:, 2] * w + geometry[:, 3] * h).div(2).div(6).clamp(min=0.5)
+        sigma = sized if has_box is None else torch.where(has_box.bool(), sized, sigma)
+    return sigma
+
+
+def geometry_samples(
+    geometry: Tensor, image_idx: Tensor, grid: tuple[int, int], radius: int, has_box: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The cells that learn each part's geometry (TTFNet's Gaussian-weighted samples).
+
+    Every cell within ``radius`` cells (in x and y) of a part's centre cell, weighted by the part's
+    heat-map bump there (1 at the centre); a cell claimed by several parts of its image learns the
+    one whose bump is highest there. ``radius`` 0: the centre cells, weight 1 (CenterNet).
+
+    Args:
+        geometry: [N, G] normalised geometry of the parts of a batch; ``image_idx`` [N] their image.
+
+    Returns:
+        part [M] (index into the N parts), cells [M, 2] (x, y) and weight [M] of every sample.
+    """
+    h, w = grid
+    centres = centre_cells(geometry, grid)
+    span = torch.arange(-radius, radius + 1, device=geometry.device)
+    offsets = torch.stack(torch.meshgrid(span, span, indexing="xy"), dim=-1).reshape(-1, 2)  # [O, 2]
+    cells = centres[:, None] + offsets[None]  # [N, O, 2]
+    sigma = bump_spreads(geometry, grid, has_box)
+    weight = torch.exp(-(offsets.float() ** 2).sum(-1)[None] / (2 * sigma[:, None] ** 2))  # [N, O]
+    inside = (cells[..., 0] >= 0) & (cells[..., 0] < w) & (cells[..., 1] >= 0) & (cells[..., 1] < h)
+    part = torch.arange(len(geometry), device=geometry.device)[:, None].expand_as(weight)[inside]
+    cells, weight = cells[inside], weight[inside]
+    key = (image_idx[part] * h + cells[:, 1]) * w + cells[:, 0]
+    best = torch.zeros(int(key.max()) + 1 if len(key) else 0, device=weight.device)
+    best = best.scatter_reduce(0, key, weight, "amax")
+    owned = weight >= best[key]
+    return part[owned], cells[owned], weight[owned]
+
+
 def target_heatmap(
     labels: Tensor,
     geometry: Tensor,
@@ -57,10 +104,7 @@ def target_heatmap(
     if len(labels) == 0:
         return out
     cells = centre_cells(geometry, grid).float()
-    sigma = torch.full((len(labels),), POINT_SIGMA, device=geometry.device)
-    if geometry.shape[1] == 4:  # CenterNet ties the spread to the object's size: a sixth of its diameter
-        sized = (geometry[:, 2] * w + geometry[:, 3] * h).div(2).div(6).clamp(min=0.5)
-        sigma = sized if has_box is None else torch.where(has_box.bool(), sized, sigma)
+    sigma = bump_spreads(geometry, grid, has_box)
     ys, xs = torch.meshgrid(
         torch.arange(h, device=geometry.device), torch.arange(w, device=geometry.device), indexing="ij"
     )
@@ -88,10 +132,12 @@ class DenseCriterion(nn.Module):
     Args:
         num_classes: C part classes.
         weight_dict: weights of :data:`DENSE_LOSS_KEYS`.
+        geometry_radius: the cells around each centre that learn its geometry (:func:`geometry_samples`).
     """
 
-    def __init__(self, num_classes: int, weight_dict: dict[str, float]) -> None:
+    def __init__(self, num_classes: int, weight_dict: dict[str, float], geometry_radius: int = 0) -> None:
         super().__init__()
+        self.geometry_radius = geometry_radius
         unknown = set(weight_dict) - set(DENSE_LOSS_KEYS)
         if unknown:
             raise ValueError(f"unknown loss name(s) {sorted(unknown)}; known: {list(DENSE_LOSS_KEYS)}")
@@ -105,7 +151,7 @@ class DenseCriterion(nn.Module):
         ``geometry`` [N_i, G] per image. Returns the loss terms and ``num_parts``; ``match_recall``
         (the share of parts whose centre cell's best class is theirs) and ``class_acc`` (the share of
         centre cells whose heat-map score is above 0.5) as statistics."""
-        heatmap, geometry = outputs["heatmap"], outputs["geometry"]
+        heatmap = outputs["heatmap"]
         b, c, h, w = heatmap.shape
         device = heatmap.device
         mixed = "point_geometry" in outputs
@@ -126,20 +172,11 @@ class DenseCriterion(nn.Module):
         ).long()
         gt = torch.cat([t["geometry"].to(device).float() for t in targets])
         labels = torch.cat([t["labels"].to(device) for t in targets]).long()
-        cells = centre_cells(gt, (h, w))
-        pred = geometry[batch_idx, cells[:, 1], cells[:, 0]]  # [N, G]
         boxed = torch.ones(len(gt), dtype=torch.bool, device=device)
         if mixed:
             boxed = torch.cat([t["has_box"].to(device) for t in targets]).bool()
-        losses["loss_geom"] = F.l1_loss(pred[boxed], gt[boxed], reduction="sum") / norm
-        if mixed:  # each point-labelled part's point against the point head at its cell
-            point = outputs["point_geometry"][batch_idx[~boxed], cells[~boxed, 1], cells[~boxed, 0]]
-            losses["loss_geom"] = (
-                losses["loss_geom"] + F.l1_loss(point, gt[~boxed, :2], reduction="sum") / norm
-            )
-        if gt.shape[-1] == 4:
-            pred_xyxy, gt_xyxy = (box_convert(x[boxed], "cxcywh", "xyxy") for x in (pred, gt))
-            losses["loss_giou"] = generalized_box_iou_loss(pred_xyxy, gt_xyxy, reduction="sum") / norm
+        losses |= self._geometry_losses(outputs, gt, batch_idx, boxed, (h, w), mixed)
+        cells = centre_cells(gt, (h, w))
         with torch.no_grad():
             at_centres = heatmap[batch_idx, :, cells[:, 1], cells[:, 0]]  # [N, C]
             hits = (at_centres.argmax(-1) == labels).float().sum()
@@ -151,14 +188,46 @@ class DenseCriterion(nn.Module):
             }
         return losses | stats
 
+    def _geometry_losses(
+        self,
+        outputs: dict[str, Tensor],
+        gt: Tensor,
+        batch_idx: Tensor,
+        boxed: Tensor,
+        grid: tuple[int, int],
+        mixed: bool,
+    ) -> dict[str, Tensor]:
+        """L1 (and GIoU for boxes) of the geometry at each part's samples (:func:`geometry_samples`),
+        each part's weights scaled to sum to 1, averaged over parts (every part counts once, as when
+        only the centre cells learn). A point-labelled part (mixed supervision) trains the point head."""
+        part, cells, weight = geometry_samples(
+            gt, batch_idx, grid, self.geometry_radius, boxed if mixed else None
+        )
+        weight = weight / torch.zeros(len(gt), device=weight.device).index_add(0, part, weight)[part]
+        norm = max(len(gt), 1)
+        on_box = boxed[part]
+        pred = outputs["geometry"][batch_idx[part], cells[:, 1], cells[:, 0]]  # [M, G]
+        target = gt[part]
+        l1 = F.l1_loss(pred, target, reduction="none").sum(-1)
+        losses = {"loss_geom": (weight * l1 * on_box).sum() / norm}
+        if mixed:  # each point-labelled part's point against the point head at its cells
+            point = outputs["point_geometry"][batch_idx[part], cells[:, 1], cells[:, 0]]
+            l1_point = F.l1_loss(point, target[:, :2], reduction="none").sum(-1)
+            losses["loss_geom"] = losses["loss_geom"] + (weight * l1_point * ~on_box).sum() / norm
+        if gt.shape[-1] == 4:
+            pred_xyxy, gt_xyxy = (box_convert(x[on_box], "cxcywh", "xyxy") for x in (pred, target))
+            giou = generalized_box_iou_loss(pred_xyxy, gt_xyxy, reduction="none")
+            losses["loss_giou"] = (weight[on_box] * giou).sum() / norm
+        return losses
+
     def weighted_total(self, losses: dict[str, Tensor]) -> Tensor:
         return sum(self.weight_dict[k] * losses[k] for k in self.weight_dict if k in losses)
 
 
-def build_dense_criterion(loss_cfg: LossConfig, num_classes: int) -> DenseCriterion:
+def build_dense_criterion(loss_cfg: LossConfig, num_classes: int, geometry_radius: int = 0) -> DenseCriterion:
     weights = {
         "loss_heatmap": loss_cfg.weight_heatmap,
         "loss_geom": loss_cfg.weight_geom,
         "loss_giou": loss_cfg.weight_giou,
     }
-    return DenseCriterion(num_classes, weights)
+    return DenseCriterion(num_classes, weights, geometry_radius)

@@ -5,7 +5,8 @@ residual stack of dilated 3x3 convolutions reads SAM's image embedding at its ow
 head scores every cell for every part class (a part "is" at the cell of its box centre, or of its
 point), another predicts the part's geometry from that cell: the centre's offset inside the cell and,
 for boxes, width and height (mixed supervision: a box head and a point head, each trained by the
-parts of its kind). Training is dense, with no matching (:mod:`.dense_criterion`), which is
+parts of its kind); with ``geometry_radius`` r > 0 the cells around a centre learn it too, so an
+offset reaches r + 1 cells. Training is dense, with no matching (:mod:`.dense_criterion`), which is
 why it converges in minutes where a set prompter needs days.
 
 At inference the local maxima of the heat maps (3x3 max-pooling) are the parts; each peak's geometry
@@ -100,6 +101,9 @@ class DensePrompter(nn.Module):
         peak_threshold: heat-map score from which a peak is kept (see the module docstring).
         standardize_input: standardise SAM's embedding per channel with fixed statistics
             (:meth:`set_input_stats`).
+        geometry_radius: 0: a cell's centre offset lies inside the cell (a sigmoid; only the centre
+            cell learns a part's geometry, CenterNet); r > 0: the offset from the cell's middle is
+            free within r + 1 cells, so that the cells around a centre can predict it too (TTFNet).
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class DensePrompter(nn.Module):
         max_parts: int = 30,
         peak_threshold: float = 0.3,
         standardize_input: bool = True,
+        geometry_radius: int = 0,
     ) -> None:
         super().__init__()
         if kind not in (*GEOMETRY_DIMS, "mixed"):
@@ -121,6 +126,7 @@ class DensePrompter(nn.Module):
         self.embed_dim, self.embed_size = embed_dim, tuple(embed_size)
         self.max_parts, self.peak_threshold = max_parts, peak_threshold
         self.standardizes_input = standardize_input
+        self.geometry_radius = geometry_radius
         if standardize_input:
             self.standardizer = InputStandardizer(embed_dim)
         self.stem = nn.Conv2d(embed_dim, width, 1)
@@ -162,11 +168,15 @@ class DensePrompter(nn.Module):
         return out
 
     def _cell_geometry(self, raw: Tensor) -> Tensor:
-        """A geometry head's [B, G, h, w] -> [B, h, w, G] normalised: the centre is the cell plus a
-        sigmoid offset; a box's size is exp(log size) cells."""
+        """A geometry head's [B, G, h, w] -> [B, h, w, G] normalised: the centre is the cell plus an
+        offset (see ``geometry_radius``); a box's size is exp(log size) cells."""
         raw = raw.float().permute(0, 2, 3, 1)
         grid = torch.tensor([self.embed_size[1], self.embed_size[0]], device=raw.device, dtype=raw.dtype)
-        centre = (self.cells + raw[..., :2].sigmoid()) / grid
+        if self.geometry_radius:
+            reach = self.geometry_radius + 1
+            centre = (self.cells + 0.5 + raw[..., :2].clamp(-reach, reach)) / grid
+        else:
+            centre = (self.cells + raw[..., :2].sigmoid()) / grid
         if raw.shape[-1] == 2:
             return centre
         return torch.cat([centre, raw[..., 2:].clamp(-6, 6).exp() / grid], dim=-1)
