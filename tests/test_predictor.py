@@ -34,6 +34,16 @@ def test_predict_decodes_exactly_the_kept_queries(mini_sam):
         torch.testing.assert_close(pred.mask_logits, all_masks[b, idx], atol=1e-4, rtol=1e-4)
 
 
+def test_a_batch_with_no_kept_query_decodes_nothing(mini_sam):
+    cfg = load_config(overrides=["train.recipe=dense", "prompter.dense_width=16"])
+    model = build_wps_sam(cfg, 3, mini_sam).eval()
+    with torch.no_grad():
+        model.prompter.heatmap[-1].bias.fill_(-9.0)  # no cell reaches the peak threshold
+        predictions = model.predict(torch.randn(2, 256, 16, 16))
+    assert [len(p.labels) for p in predictions] == [0, 0]
+    assert all(p.mask_logits.shape == (0, 64, 64) for p in predictions)
+
+
 def test_point_multimask_keeps_the_best_rated_of_three_masks(mini_sam):
     cfg = load_config(overrides=["train.recipe=dense", "data.supervision=point", "prompter.dense_width=16"])
     model = build_wps_sam(cfg, 3, mini_sam).eval()

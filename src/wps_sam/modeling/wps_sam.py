@@ -204,20 +204,24 @@ class WPSSAM(nn.Module):
         multimask = point_multimask and self.decodes_points
         outputs = self(image_embeddings, mirrored_embeddings)
         kept = [select_queries(logits, score_threshold) for logits in outputs["pred_logits"]]
-        tokens = outputs["pred_tokens"]
-        batch_size, _, num_tokens, dim = tokens.shape
-        most = max(len(idx) for idx, _, _ in kept)
-        # Decode only the kept queries, padded to the batch's largest count (index 0 as filler).
-        index = torch.zeros(batch_size, max(most, 1), dtype=torch.long, device=tokens.device)
-        for b, (idx, _, _) in enumerate(kept):
-            index[b, : len(idx)] = idx
-        gathered = tokens.gather(1, index[:, :, None, None].expand(-1, -1, num_tokens, dim))
-        mask_logits, iou_pred = self.decoder(image_embeddings, gathered, multimask_output=multimask)
+        # Decode only the kept queries of the whole batch, one prompt per decoder row: each row
+        # attends to its own image's embedding, and no image waits on the batch's largest count.
+        image_idx = torch.cat(
+            [torch.full((len(idx),), b, dtype=torch.long) for b, (idx, _, _) in enumerate(kept)]
+        ).to(image_embeddings.device)
+        query_idx = torch.cat([idx for idx, _, _ in kept]).to(image_embeddings.device)
+        if len(query_idx) == 0:
+            h, w = image_embeddings.shape[-2:]
+            empty = image_embeddings.new_zeros(0, 4 * h, 4 * w, dtype=torch.float32)
+            return [PartPrediction(labels, scores, empty, idx) for idx, labels, scores in kept]
+        tokens = outputs["pred_tokens"][image_idx, query_idx]  # [N, T, 256]
+        mask_logits, iou_pred = self.decoder(
+            image_embeddings[image_idx], tokens[:, None], multimask_output=multimask
+        )
         if multimask:
             mask_logits = best_rated_masks(mask_logits, iou_pred)
+        per_image = mask_logits[:, 0].float().split([len(idx) for idx, _, _ in kept])
         return [
-            PartPrediction(
-                labels=labels, scores=scores, mask_logits=mask_logits[b, : len(idx)].float(), query_idx=idx
-            )
-            for b, (idx, labels, scores) in enumerate(kept)
+            PartPrediction(labels=labels, scores=scores, mask_logits=masks, query_idx=idx)
+            for (idx, labels, scores), masks in zip(kept, per_image)
         ]
