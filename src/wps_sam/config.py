@@ -184,6 +184,7 @@ _POSITIVE = {
     ("train", "save_every"),
     ("train", "log_every"),
 }
+_NON_NEGATIVE = {("prompter", "dn_groups"), ("prompter", "dense_geometry_radius")}
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -270,6 +271,10 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), key)
         if value is None or value <= 0:
             raise ConfigError(f"{section}.{key} must be positive, got {value!r}")
+    for section, key in _NON_NEGATIVE:
+        value = getattr(getattr(cfg, section), key)
+        if value < 0:
+            raise ConfigError(f"{section}.{key} must be >= 0, got {value!r}")
     if cfg.prompter.hidden_dim % cfg.prompter.nheads:
         raise ConfigError(
             f"prompter.hidden_dim ({cfg.prompter.hidden_dim}) must be divisible by "
@@ -286,12 +291,6 @@ def validate(cfg: Config) -> None:
     for f in fields(LossConfig):
         if getattr(cfg.loss, f.name) < 0:
             raise ConfigError(f"loss.{f.name} must be >= 0")
-    if cfg.prompter.dn_groups < 0:
-        raise ConfigError(f"prompter.dn_groups must be >= 0, got {cfg.prompter.dn_groups}")
-    if cfg.prompter.dense_geometry_radius < 0:
-        raise ConfigError(
-            f"prompter.dense_geometry_radius must be >= 0, got {cfg.prompter.dense_geometry_radius}"
-        )
     try:
         dilations = [int(d) for d in cfg.prompter.dense_dilations.split(",")]
     except ValueError:

@@ -200,9 +200,7 @@ class DenseCriterion(nn.Module):
         """L1 (and GIoU for boxes) of the geometry at each part's samples (:func:`geometry_samples`),
         each part's weights scaled to sum to 1, averaged over parts (every part counts once, as when
         only the centre cells learn). A point-labelled part (mixed supervision) trains the point head."""
-        part, cells, weight = geometry_samples(
-            gt, batch_idx, grid, self.geometry_radius, boxed if mixed else None
-        )
+        part, cells, weight = geometry_samples(gt, batch_idx, grid, self.geometry_radius, boxed)
         weight = weight / torch.zeros(len(gt), device=weight.device).index_add(0, part, weight)[part]
         norm = max(len(gt), 1)
         on_box = boxed[part]

@@ -206,10 +206,12 @@ class WPSSAM(nn.Module):
         kept = [select_queries(logits, score_threshold) for logits in outputs["pred_logits"]]
         # Decode only the kept queries of the whole batch, one prompt per decoder row: each row
         # attends to its own image's embedding, and no image waits on the batch's largest count.
-        image_idx = torch.cat(
-            [torch.full((len(idx),), b, dtype=torch.long) for b, (idx, _, _) in enumerate(kept)]
-        ).to(image_embeddings.device)
-        query_idx = torch.cat([idx for idx, _, _ in kept]).to(image_embeddings.device)
+        counts = [len(idx) for idx, _, _ in kept]
+        device = image_embeddings.device
+        image_idx = torch.repeat_interleave(
+            torch.arange(len(kept), device=device), torch.tensor(counts, device=device)
+        )
+        query_idx = torch.cat([idx for idx, _, _ in kept]).to(device)
         if len(query_idx) == 0:
             h, w = image_embeddings.shape[-2:]
             empty = image_embeddings.new_zeros(0, 4 * h, 4 * w, dtype=torch.float32)
@@ -220,7 +222,7 @@ class WPSSAM(nn.Module):
         )
         if multimask:
             mask_logits = best_rated_masks(mask_logits, iou_pred)
-        per_image = mask_logits[:, 0].float().split([len(idx) for idx, _, _ in kept])
+        per_image = mask_logits[:, 0].float().split(counts)
         return [
             PartPrediction(labels=labels, scores=scores, mask_logits=masks, query_idx=idx)
             for (idx, labels, scores), masks in zip(kept, per_image)
