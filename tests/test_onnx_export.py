@@ -25,14 +25,19 @@ def _session(path):
 
 @pytest.mark.parametrize(
     "overrides, multimask",
-    [(SMALL_SET, False), ([*SMALL_DENSE, "data.supervision=point"], True)],
-    ids=["set-prompter-boxes", "dense-points-multimask"],
+    [
+        (SMALL_SET, False),
+        ([*SMALL_DENSE, "data.supervision=point"], True),
+        ([*SMALL_DENSE, "prompter.dense_refine=true"], False),
+    ],
+    ids=["set-prompter-boxes", "dense-points-multimask", "dense-boxes-refined"],
 )
 def test_onnx_matches_torch_and_the_kept_queries(mini_sam, tmp_path, overrides, multimask):
     torch.manual_seed(0)
     model = build_wps_sam(load_config(overrides=overrides), 3, mini_sam).eval()
+    dense = hasattr(model.prompter, "heatmap")
     with torch.no_grad():
-        if multimask:
+        if dense:
             model.prompter.heatmap[-1].bias.fill_(3.0)  # peaks everywhere: every query a part
         else:
             model.prompter.class_embed.bias.copy_(torch.tensor([0.0, 0.5, 0.2, 0.4]))

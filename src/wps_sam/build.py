@@ -5,6 +5,7 @@ from __future__ import annotations
 from segment_anything.modeling import Sam
 
 from .config import Config
+from .modeling.box_refiner import BoxJitter
 from .modeling.criterion import SetCriterion, build_criterion
 from .modeling.denoising import Denoiser
 from .modeling.dense_criterion import DenseCriterion, build_dense_criterion
@@ -53,6 +54,7 @@ def build_any_prompter(
             peak_threshold=cfg.inference.peak_threshold,
             standardize_input=p.standardize_input,
             geometry_radius=p.dense_geometry_radius,
+            refine=p.dense_refine,
         )
     return build_prompter(p, num_classes, embed_size, cfg.data.supervision)
 
@@ -63,10 +65,14 @@ def build_training_criterion(cfg: Config, num_classes: int) -> SetCriterion | De
     return build_criterion(cfg.loss, num_classes, groups=cfg.prompter.groups)
 
 
-def build_denoiser(cfg: Config, num_classes: int) -> Denoiser | None:
-    """The maker of denoising queries when ``cfg.prompter.dn_groups`` asks for them."""
+def build_denoiser(cfg: Config, num_classes: int) -> Denoiser | BoxJitter | None:
+    """The maker of each step's noised ground truth: the set prompter's denoising queries when
+    ``cfg.prompter.dn_groups`` asks for them, the jittered boxes the dense prompter's box refiner
+    trains on when ``cfg.prompter.dense_refine`` does."""
     p = cfg.prompter
-    if p.kind != "detr" or p.dn_groups == 0:
+    if p.kind == "dense":
+        return BoxJitter() if p.dense_refine else None
+    if p.dn_groups == 0:
         return None
     return Denoiser(
         cfg.data.supervision, num_classes, p.dn_groups, p.dn_box_noise, p.dn_point_noise, p.dn_label_noise

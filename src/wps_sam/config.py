@@ -73,6 +73,9 @@ class PrompterConfig:
     # Cells around each part's centre cell that also learn its geometry (TTFNet): 0 = the centre cell
     # only (CenterNet); r = every cell within r cells, weighted by the part's heat-map bump.
     dense_geometry_radius: int = 0
+    # A second stage on the peaks (box supervision): RoIAlign of the prompter's features in each box,
+    # a class (a training signal) and a correction of the box (modeling/box_refiner.py).
+    dense_refine: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class LossConfig:
     weight_giou: float = 2.0
     eos_coef: float = 1.0  # weight of "no part" in the cross-entropy (DETR uses 0.1; official: 1.0)
     weight_heatmap: float = 1.0  # the dense prompter's heat-map focal loss (CenterNet)
+    weight_refine: float = 1.0  # the box refiner's cross-entropy (its box L1 takes weight_geom)
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "inference.flip_test averages the dense prompter's maps over the image and its mirror; "
             f"prompter.kind={p.kind!r} has no maps to average: use --recipe dense or turn flip_test off"
+        )
+    if p.dense_refine and (p.kind != "dense" or cfg.data.supervision != "box"):
+        raise ConfigError(
+            "prompter.dense_refine corrects the dense prompter's boxes: it needs prompter.kind=dense and "
+            f"data.supervision=box (got {p.kind!r} and {cfg.data.supervision!r}); set "
+            "prompter.dense_refine=false for other prompters and supervisions"
         )
     if not 0.0 < cfg.inference.peak_threshold < 1.0:
         raise ConfigError(f"inference.peak_threshold must be in (0, 1), got {cfg.inference.peak_threshold}")

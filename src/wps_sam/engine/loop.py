@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..errors import TrainingError
+from ..modeling.box_refiner import BoxJitter
 from ..modeling.criterion import SetCriterion
 from ..modeling.denoising import Denoiser
 from ..modeling.dense_criterion import DenseCriterion
@@ -56,14 +57,15 @@ def train_step(
     amp: bool = True,
     grad_clip: float | None = None,
     prompter: torch.nn.Module | None = None,
-    denoiser: Denoiser | None = None,
+    denoiser: Denoiser | BoxJitter | None = None,
 ) -> dict[str, float]:
     """Encode (frozen), teacher tokens (frozen), prompter forward, match, loss, one optimiser step.
 
     Returns the weighted total ``loss``, each loss term and the criterion's statistics as floats.
     Raises :class:`TrainingError` if the loss is not finite; the parameters are then left untouched.
     ``prompter``: the module to run the prompter through (its DDP wrapper under torchrun);
-    ``denoiser``: makes the step's denoising queries (recipes with query denoising).
+    ``denoiser``: makes the step's noised ground truth (query denoising, or the box refiner's
+    jittered boxes).
     """
     batch = move_batch(batch, device)
     embeddings = image_embeddings(model, batch, device, amp)

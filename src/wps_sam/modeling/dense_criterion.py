@@ -14,6 +14,14 @@ With a geometry radius r > 0 (``prompter.dense_geometry_radius``; TTFNet, Liu et
 within r of a centre learn its geometry too, weighted by the part's bump (:func:`geometry_samples`):
 more regression samples per part, and a peak one cell off the centre still reads a trained box.
 
+With the box refiner (outputs with ``refine_logits``, :mod:`.box_refiner`), each candidate is
+labelled by the part it overlaps most (:func:`~.box_refiner.label_candidates`):
+
+* ``loss_refine_ce``: cross-entropy of the refiner's class over C parts + "no part", averaged over
+  the candidates;
+* ``loss_refine_geom``: L1 between each positive candidate's corrected box and its part's, summed
+  over coordinates, averaged over the positives.
+
 No matching: each part supervises its own cells, so the prompter learns where parts are from the
 first steps.
 
@@ -32,10 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
+from .box_refiner import label_candidates
+
 if TYPE_CHECKING:
     from ..config import LossConfig
 
-DENSE_LOSS_KEYS = ("loss_heatmap", "loss_geom", "loss_giou")
+DENSE_LOSS_KEYS = ("loss_heatmap", "loss_geom", "loss_giou", "loss_refine_ce", "loss_refine_geom")
 POINT_SIGMA = 1.0  # spread of a point's bump, in cells
 
 
@@ -145,12 +155,16 @@ class DenseCriterion(nn.Module):
         self.weight_dict = dict(weight_dict)
 
     def forward(
-        self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], dn_part_index: None = None
+        self,
+        outputs: dict[str, Tensor],
+        targets: list[dict[str, Tensor]],
+        dn_part_index: Tensor | None = None,
     ) -> dict:
         """``outputs``: the dense prompter's training outputs; ``targets``: ``labels`` [N_i] and
         ``geometry`` [N_i, G] per image. Returns the loss terms and ``num_parts``; ``match_recall``
         (the share of parts whose centre cell's best class is theirs) and ``class_acc`` (the share of
-        centre cells whose heat-map score is above 0.5) as statistics."""
+        centre cells whose heat-map score is above 0.5) as statistics. ``dn_part_index`` (the parts
+        of the refiner's jittered boxes) is not needed: every candidate is labelled by overlap."""
         heatmap = outputs["heatmap"]
         b, c, h, w = heatmap.shape
         device = heatmap.device
@@ -176,6 +190,8 @@ class DenseCriterion(nn.Module):
         if mixed:
             boxed = torch.cat([t["has_box"].to(device) for t in targets]).bool()
         losses |= self._geometry_losses(outputs, gt, batch_idx, boxed, (h, w), mixed)
+        if "refine_logits" in outputs:
+            losses |= self._refine_losses(outputs, gt, batch_idx, labels, c)
         cells = centre_cells(gt, (h, w))
         with torch.no_grad():
             at_centres = heatmap[batch_idx, :, cells[:, 1], cells[:, 0]]  # [N, C]
@@ -218,6 +234,21 @@ class DenseCriterion(nn.Module):
             losses["loss_giou"] = (weight[on_box] * giou).sum() / norm
         return losses
 
+    @staticmethod
+    def _refine_losses(
+        outputs: dict[str, Tensor], gt: Tensor, batch_idx: Tensor, labels: Tensor, num_classes: int
+    ) -> dict[str, Tensor]:
+        """The box refiner's class and box terms on its candidates (see the module docstring)."""
+        target, part = label_candidates(
+            outputs["refine_candidates"], outputs["refine_image"], gt, batch_idx, labels, num_classes
+        )
+        positive = target < num_classes
+        l1 = F.l1_loss(outputs["refine_geometry"][positive], gt[part[positive]], reduction="none").sum(-1)
+        return {
+            "loss_refine_ce": F.cross_entropy(outputs["refine_logits"].float(), target),
+            "loss_refine_geom": l1.sum() / max(int(positive.sum()), 1),
+        }
+
     def weighted_total(self, losses: dict[str, Tensor]) -> Tensor:
         return sum(self.weight_dict[k] * losses[k] for k in self.weight_dict if k in losses)
 
@@ -227,5 +258,7 @@ def build_dense_criterion(loss_cfg: LossConfig, num_classes: int, geometry_radiu
         "loss_heatmap": loss_cfg.weight_heatmap,
         "loss_geom": loss_cfg.weight_geom,
         "loss_giou": loss_cfg.weight_giou,
+        "loss_refine_ce": loss_cfg.weight_refine,
+        "loss_refine_geom": loss_cfg.weight_geom,
     }
     return DenseCriterion(num_classes, weights, geometry_radius)

@@ -17,6 +17,10 @@ predicted geometry. The outputs follow the set prompter's contract (``pred_logit
 gets the logits ``logit(s)`` for c and ``logit(peak_threshold)`` for "no part" (the others -inf), so
 it is kept exactly when s > peak_threshold, with the score s itself when ``peak_threshold`` is 0.5.
 
+With ``refine`` (box supervision) a second stage reads the prompter's features inside each peak's
+box, classifies it and corrects the box (:mod:`.box_refiner`); it trains on the peaks and on
+jittered ground-truth boxes (the ``denoising`` argument of :meth:`DensePrompter.forward`).
+
 Test-time mirroring (``inference.flip_test``): the prompter also reads the embedding of the mirror
 image (SAM's whole S x S input frame flipped left-right, so that its grid mirrors this one's cell for
 cell) and averages, cell by cell, the heat-map probabilities and the geometry of both views, the
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .box_refiner import BoxRefiner, JitteredBoxes
 from .geometry import GEOMETRY_DIMS
 from .prompter import SAM_EMBED_DIM
 from .standardize import InputStandardizer
@@ -104,6 +109,8 @@ class DensePrompter(nn.Module):
         geometry_radius: 0: a cell's centre offset lies inside the cell (a sigmoid; only the centre
             cell learns a part's geometry, CenterNet); r > 0: the offset from the cell's middle is
             free within r + 1 cells, so that the cells around a centre can predict it too (TTFNet).
+        refine: a second stage that corrects each peak's box (:mod:`.box_refiner`; ``kind="box"``
+            only).
     """
 
     def __init__(
@@ -118,10 +125,13 @@ class DensePrompter(nn.Module):
         peak_threshold: float = 0.3,
         standardize_input: bool = True,
         geometry_radius: int = 0,
+        refine: bool = False,
     ) -> None:
         super().__init__()
         if kind not in (*GEOMETRY_DIMS, "mixed"):
             raise ValueError(f"kind must be 'box', 'point' or 'mixed', got {kind!r}")
+        if refine and kind != "box":
+            raise ValueError(f"the box refiner corrects boxes: it needs kind 'box', got {kind!r}")
         self.num_classes, self.kind = num_classes, kind
         self.embed_dim, self.embed_size = embed_dim, tuple(embed_size)
         self.max_parts, self.peak_threshold = max_parts, peak_threshold
@@ -136,6 +146,7 @@ class DensePrompter(nn.Module):
         self.geometry = _geometry_head(width, "point" if kind == "point" else "box")
         if kind == "mixed":
             self.point_geometry = _geometry_head(width, "point")
+        self.refiner = BoxRefiner(width, num_classes) if refine else None
         h, w = self.embed_size
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         self.register_buffer("cells", torch.stack([xs, ys], dim=-1).float(), persistent=False)  # [h, w, 2]
@@ -149,7 +160,8 @@ class DensePrompter(nn.Module):
 
     def dense(self, image_embeddings: Tensor) -> dict[str, Tensor]:
         """``{"heatmap": [B, C, h, w] logits, "geometry": [B, h, w, G] normalised}`` for every cell
-        (and, for mixed supervision, the point head's ``"point_geometry"`` [B, h, w, 2])."""
+        (and, for mixed supervision, the point head's ``"point_geometry"`` [B, h, w, 2]; with the
+        refiner, the feature map it reads as ``"features"`` [B, W, h, w])."""
         if image_embeddings.dim() != 4 or tuple(image_embeddings.shape[1:]) != (
             self.embed_dim,
             *self.embed_size,
@@ -165,6 +177,8 @@ class DensePrompter(nn.Module):
         out = {"heatmap": self.heatmap(x), "geometry": self._cell_geometry(self.geometry(x))}
         if self.kind == "mixed":
             out["point_geometry"] = self._cell_geometry(self.point_geometry(x))
+        if self.refiner is not None:
+            out["features"] = x
         return out
 
     def _cell_geometry(self, raw: Tensor) -> Tensor:
@@ -181,19 +195,31 @@ class DensePrompter(nn.Module):
             return centre
         return torch.cat([centre, raw[..., 2:].clamp(-6, 6).exp() / grid], dim=-1)
 
-    def forward(self, image_embeddings: Tensor, mirrored_embeddings: Tensor | None = None) -> dict:
-        """Training: :meth:`dense`; evaluation: the peaks as queries, the set prompter's contract:
+    def forward(
+        self,
+        image_embeddings: Tensor,
+        mirrored_embeddings: Tensor | None = None,
+        denoising: JitteredBoxes | None = None,
+    ) -> dict:
+        """Training: :meth:`dense` (with the refiner, also its outputs on the candidates: see
+        :meth:`refine_candidates`); evaluation: the peaks as queries, the set prompter's contract:
         ``"pred_logits"`` [B, K, C + 1] and ``"pred_geometry"`` [B, K, G] (K = ``max_parts``; mixed
         supervision: the box head's, and the point head's as ``"pred_point_geometry"`` [B, K, 2]).
         ``mirrored_embeddings`` [B, 256, h, w] (evaluation only): the embeddings of the mirrored input
-        frames, averaged in before the peaks (:func:`average_with_mirror`)."""
+        frames, averaged in before the peaks (:func:`average_with_mirror`). ``denoising`` (training,
+        with the refiner): jittered ground-truth boxes, candidates beside the peaks."""
+        if denoising is not None and (self.refiner is None or not self.training):
+            raise ValueError("DensePrompter: jittered boxes train the box refiner (refine=True, training)")
         dense = self.dense(image_embeddings)
         if self.training:
             if mirrored_embeddings is not None:
                 raise ValueError(
                     "DensePrompter: mirrored embeddings are for evaluation (test-time mirroring)"
                 )
+            if self.refiner is not None:
+                dense |= self.refine_candidates(dense, denoising)
             return dense
+        features = dense.pop("features", None)
         if mirrored_embeddings is not None:
             if mirrored_embeddings.shape != image_embeddings.shape:
                 raise ValueError(
@@ -201,7 +227,35 @@ class DensePrompter(nn.Module):
                     f"{tuple(image_embeddings.shape)}"
                 )
             dense = average_with_mirror(dense, self.dense(mirrored_embeddings))
-        return self.peaks(dense)
+        out = self.peaks(dense)
+        return out if self.refiner is None else self.refine_peaks(out, features)
+
+    def refine_candidates(self, dense: dict[str, Tensor], denoising: JitteredBoxes | None) -> dict:
+        """The refiner on the training candidates: every image's peaks (detached) and ``denoising``'s
+        boxes. Returns ``"refine_candidates"`` [P, 4], ``"refine_image"`` [P], the refiner's
+        ``"refine_logits"`` [P, C + 1] and ``"refine_geometry"`` [P, 4]."""
+        peaks = self.peaks({k: dense[k].detach() for k in ("heatmap", "geometry")})["pred_geometry"]
+        b, k, _ = peaks.shape
+        boxes, image = peaks.reshape(b * k, 4), torch.arange(b, device=peaks.device).repeat_interleave(k)
+        if denoising is not None:
+            boxes = torch.cat([boxes, denoising.boxes.to(boxes)])
+            image = torch.cat([image, denoising.image_idx.to(image)])
+        logits, refined = self.refiner(dense["features"], boxes, image)
+        return {
+            "refine_candidates": boxes,
+            "refine_image": image,
+            "refine_logits": logits,
+            "refine_geometry": refined,
+        }
+
+    def refine_peaks(self, out: dict[str, Tensor], features: Tensor) -> dict[str, Tensor]:
+        """The peaks of :meth:`peaks` with the refiner's corrected boxes; their classes and scores
+        stay the heat maps' (see :mod:`.box_refiner` for why)."""
+        geometry = out["pred_geometry"]
+        b, k, _ = geometry.shape
+        image = torch.arange(b, device=geometry.device).repeat_interleave(k)
+        _, refined = self.refiner(features, geometry.reshape(b * k, 4), image)
+        return {"pred_logits": out["pred_logits"], "pred_geometry": refined.reshape(b, k, 4)}
 
     def peaks(self, dense: dict[str, Tensor]) -> dict[str, Tensor]:
         scores = dense["heatmap"].float().sigmoid()
