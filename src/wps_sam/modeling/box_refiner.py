@@ -17,8 +17,8 @@ Inference: every peak takes its corrected box; its class and score stay the heat
 head is a training signal: on the demo, the features it trains make better heat maps, while
 rescoring the peaks with it (CenterNet2's geometric mean of both scores) lowered mIoU (README).
 
-Cost: torchvision's RoIAlign backward runs on one CPU thread and about doubles the demo's training
-step on the CPU, which is why the dense recipe leaves the refiner off (``prompter.dense_refine``).
+Cost: torchvision's RoIAlign backward runs on one CPU thread; with it the demo's training takes 1.7x
+as long on the CPU, which is why the dense recipe leaves the refiner off (``prompter.dense_refine``).
 """
 
 from __future__ import annotations
