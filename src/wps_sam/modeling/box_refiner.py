@@ -114,7 +114,6 @@ class BoxRefiner(nn.Module):
 
     def __init__(self, width: int, num_classes: int, hidden: int = 256) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.mlp = nn.Sequential(
             nn.Linear(width * POOL * POOL + 2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )

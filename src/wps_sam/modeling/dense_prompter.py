@@ -92,6 +92,12 @@ def average_with_mirror(dense: dict[str, Tensor], mirrored: dict[str, Tensor]) -
     return out
 
 
+def _flatten_boxes(boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image boxes [B, K, 4] -> the boxes [B * K, 4] and the image of each [B * K]."""
+    b, k, _ = boxes.shape
+    return boxes.reshape(b * k, 4), torch.arange(b, device=boxes.device).repeat_interleave(k)
+
+
 class DensePrompter(nn.Module):
     """Per-cell part classes and geometry from a SAM image embedding.
 
@@ -235,8 +241,7 @@ class DensePrompter(nn.Module):
         boxes. Returns ``"refine_candidates"`` [P, 4], ``"refine_image"`` [P], the refiner's
         ``"refine_logits"`` [P, C + 1] and ``"refine_geometry"`` [P, 4]."""
         peaks = self.peaks({k: dense[k].detach() for k in ("heatmap", "geometry")})["pred_geometry"]
-        b, k, _ = peaks.shape
-        boxes, image = peaks.reshape(b * k, 4), torch.arange(b, device=peaks.device).repeat_interleave(k)
+        boxes, image = _flatten_boxes(peaks)
         if denoising is not None:
             boxes = torch.cat([boxes, denoising.boxes.to(boxes)])
             image = torch.cat([image, denoising.image_idx.to(image)])
@@ -252,10 +257,8 @@ class DensePrompter(nn.Module):
         """The peaks of :meth:`peaks` with the refiner's corrected boxes; their classes and scores
         stay the heat maps' (see :mod:`.box_refiner` for why)."""
         geometry = out["pred_geometry"]
-        b, k, _ = geometry.shape
-        image = torch.arange(b, device=geometry.device).repeat_interleave(k)
-        _, refined = self.refiner(features, geometry.reshape(b * k, 4), image)
-        return {"pred_logits": out["pred_logits"], "pred_geometry": refined.reshape(b, k, 4)}
+        _, refined = self.refiner(features, *_flatten_boxes(geometry))
+        return {"pred_logits": out["pred_logits"], "pred_geometry": refined.reshape(geometry.shape)}
 
     def peaks(self, dense: dict[str, Tensor]) -> dict[str, Tensor]:
         scores = dense["heatmap"].float().sigmoid()
