@@ -22,14 +22,15 @@ from wps_sam.recipes import DEFAULT_RECIPE
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("supervision", ["box", "point"])
-def test_default_recipe_leaves_the_mean_token_level(tmp_path, mini_sam, supervision):
+@pytest.mark.parametrize(("supervision", "cpu_amp"), [("box", False), ("point", False), ("box", True)])
+def test_default_recipe_leaves_the_mean_token_level(tmp_path, mini_sam, supervision, cpu_amp):
+    """Also under bf16 autocast on the CPU (``train.cpu_amp``, what the demo trains with)."""
     torch.save(mini_sam.state_dict(), tmp_path / "sam.pth")
     write_part_dataset(tmp_path / "data", "train", 4, size_range=(48, 64), seed=3)
     cfg = load_config(overrides=[
         f"data.root={tmp_path / 'data'}", f"data.supervision={supervision}", "sam.type=vit_mini",
         f"sam.checkpoint={tmp_path / 'sam.pth'}", "train.max_steps=300", "train.batch_size=4", "train.lr=1e-3",
-        "train.warmup_steps=20", "train.validate=false", "prompter.dense_width=64",
+        "train.warmup_steps=20", "train.validate=false", "prompter.dense_width=64", f"train.cpu_amp={cpu_amp}",
     ])  # fmt: skip
     assert cfg.train.recipe == DEFAULT_RECIPE
     train(cfg, tmp_path / "run", progress=False)

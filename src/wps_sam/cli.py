@@ -347,6 +347,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         settings = dataclasses.replace(
             settings, overrides=(*settings.overrides, f"train.recipe={args.recipe}")
         )
+    if args.no_bf16:
+        settings = dataclasses.replace(settings, cpu_bf16=False)
     run_demo(
         args.out,
         settings,
@@ -653,6 +655,11 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-images", type=_positive_int, help="training images (default 1600)")
     p.add_argument("--val-images", type=_positive_int, help="held-out images (default 150)")
     p.add_argument("--recipe", choices=sorted(RECIPES), help=f"WPS-SAM's recipe (default {DEFAULT_RECIPE})")
+    p.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="train in float32 on the CPU (default: bf16 autocast where the CPU computes bf16 natively)",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 

@@ -20,7 +20,8 @@ from wps_sam.demo.baselines import (
     score,
 )
 from wps_sam.demo.report import targets
-from wps_sam.demo.runner import METHODS, prepare_toyparts
+from wps_sam.demo.runner import METHODS, _wps_sam_config, prepare_toyparts
+from wps_sam.engine.device import cpu_has_native_bf16
 from wps_sam.recipes import DEFAULT_RECIPE
 from wps_sam.sam.backbones import build_sam
 
@@ -95,6 +96,36 @@ def test_fit_segmenter_learns_a_constant_map():
     assert stats["image_passes"] == 60 and stats["steps"] == 30 and stats["final_loss"] < 0.5
     with torch.no_grad():
         assert (head(embeddings).argmax(1) == 2).all()
+
+
+def test_fit_segmenter_under_bf16_autocast_keeps_float32_weights_and_learns():
+    torch.manual_seed(0)
+    head = torch.nn.Conv2d(256, 3, 1)
+    embeddings = torch.randn(4, 256, 4, 4)
+    labels = torch.full((4, 16, 16), 2, dtype=torch.uint8)
+    dtypes = []
+
+    def batch(idx, flip):
+        logits = torch.nn.functional.interpolate(head(embeddings[idx]), (16, 16), mode="bilinear")
+        dtypes.append(logits.dtype)
+        return logits, labels[idx]
+
+    stats = fit_segmenter(head, batch, 4, steps=30, batch_size=2, lr=1e-2, progress=False, bf16=True)
+    assert set(dtypes) == {torch.bfloat16} and head.weight.dtype == torch.float32
+    assert stats["final_loss"] < 0.5
+    with torch.no_grad():
+        assert (head(embeddings).argmax(1) == 2).all()
+
+
+@pytest.mark.parametrize(("cpu_bf16", "overrides", "expected"), [
+    (True, (), True),
+    (False, (), False),
+    (True, ("train.cpu_amp=false",), False),  # the user's override wins
+])  # fmt: skip
+def test_the_demo_passes_its_bf16_choice_to_wps_sam(tmp_path, cpu_bf16, overrides, expected):
+    settings = DemoSettings(cpu_bf16=cpu_bf16, overrides=overrides)
+    cfg = _wps_sam_config(settings, tmp_path, tmp_path / "cache", "box", 0, None)
+    assert cfg.train.cpu_amp is expected
 
 
 def test_embedding_head_shapes():
@@ -214,6 +245,9 @@ def test_demo_smoke(tmp_path):
     assert saved["configs"]["wps-sam-point"]["data"]["supervision"] == "point"
     assert saved["configs"]["wps-sam-box"]["train"]["seed"] == 3
     assert saved["environment"]["threads"] >= 1 and saved["timings_s"]["total"] > 0
+    # bf16 autocast on the CPU where it computes bf16 natively, recorded with the settings
+    assert saved["settings"]["cpu_bf16"] is cpu_has_native_bf16()
+    assert saved["configs"]["wps-sam-box"]["train"]["cpu_amp"] is cpu_has_native_bf16()
     # steps_scale=2 doubles every trained method's steps: 2 -> 4 prompter steps, 1 -> 2 LR-ASPP steps.
     assert saved["budgets"]["wps-sam-box"]["image_passes"] == 8
     assert saved["settings"]["steps_scale"] == 2 and saved["configs"]["wps-sam-box"]["train"]["max_steps"] == 4
@@ -225,3 +259,14 @@ def test_demo_smoke(tmp_path):
     assert saved["flip_test"] is True and saved["configs"]["wps-sam-point"]["inference"]["flip_test"] is True
     floor = saved["references"]["all-background"]
     assert 0.0 < floor["miou"] < 1.0 and "all-background" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], None), (["--no-bf16"], False)])
+def test_no_bf16_makes_the_demo_train_in_float32(monkeypatch, tmp_path, argv, expected):
+    import wps_sam.demo.runner as runner
+    from wps_sam.cli import main
+
+    seen = {}
+    monkeypatch.setattr(runner, "run_demo", lambda out, settings, **_: seen.update(settings=settings))
+    assert main(["demo", "--out", str(tmp_path), *argv]) == 0
+    assert seen["settings"].cpu_bf16 is expected  # None: bf16 where the CPU computes it natively

@@ -38,17 +38,21 @@ def _prompter() -> DensePrompter:
     )
 
 
-def test_jitter_keeps_each_box_and_makes_copies_near_it():
+def test_jitter_keeps_each_box_and_makes_copies_near_it_grouped_by_image():
     torch.manual_seed(0)
     targets = _targets()
     jittered = BoxJitter(copies=3)(targets)
-    gt = torch.cat([t["geometry"] for t in targets])
-    assert jittered.boxes.shape == (4 * 3, 4)
-    torch.testing.assert_close(jittered.boxes[:3], gt)  # the ground truth itself comes first
-    torch.testing.assert_close(jittered.part_index, torch.arange(3).repeat(4))
-    torch.testing.assert_close(jittered.image_idx, torch.tensor([0, 0, 1]).repeat(4))
-    shift = (jittered.boxes[3:, :2] - gt[jittered.part_index[3:], :2]).abs() / gt[jittered.part_index[3:], 2:]
-    assert 0 < shift.max() < 0.6  # moved, by a fraction of the box
+    assert jittered.boxes.shape == (2, 4 * 2, 4)  # the largest image's 2 parts x (1 + 3 copies)
+    # image 0: its 2 parts, then their copies; image 1: 1 part, its copies, then padding
+    assert jittered.part_index.tolist() == [[0, 1] * 4, [0] * 4 + [-1] * 4]
+    for image, t in enumerate(targets):
+        gt = t["geometry"]
+        torch.testing.assert_close(jittered.boxes[image, : len(gt)], gt)  # the ground truth first
+        part = jittered.part_index[image, len(gt) : 4 * len(gt)]
+        copies = jittered.boxes[image, len(gt) : 4 * len(gt)]
+        shift = (copies[:, :2] - gt[part, :2]).abs() / gt[part, 2:]
+        assert 0 < shift.max() < 0.6  # moved, by a fraction of the box
+    assert jittered.valid.sum() == 4 * 3
 
 
 def test_deltas_shift_in_box_sizes_and_scale_in_log_space():
@@ -73,9 +77,9 @@ def test_candidates_are_labelled_by_overlap_within_their_own_image():
 
 def test_refiner_starts_as_the_identity_on_boxes():
     refiner = BoxRefiner(8, C)
-    boxes = torch.tensor([[0.5, 0.5, 0.3, 0.2], [0.2, 0.7, 0.1, 0.1]])
-    logits, refined = refiner(torch.randn(2, 8, *EMBED), boxes, torch.tensor([0, 1]))
-    assert logits.shape == (2, C + 1)
+    boxes = torch.tensor([[[0.5, 0.5, 0.3, 0.2]], [[0.2, 0.7, 0.1, 0.1]]])
+    logits, refined = refiner(torch.randn(2, 8, *EMBED), boxes)
+    assert logits.shape == (2, 1, C + 1)
     torch.testing.assert_close(refined, boxes)
 
 
@@ -84,8 +88,11 @@ def test_training_reads_the_peaks_and_the_jittered_boxes_and_the_criterion_train
     targets = _targets()
     jittered = BoxJitter()(targets)
     out = prompter(torch.randn(2, 256, *EMBED), denoising=jittered)
-    assert len(out["refine_candidates"]) == 2 * prompter.max_parts + len(jittered.boxes)
-    torch.testing.assert_close(out["refine_candidates"][-len(jittered.boxes) :], jittered.boxes)
+    assert len(out["refine_candidates"]) == 2 * prompter.max_parts + 4 * 3  # padding left out
+    k = prompter.max_parts
+    assert out["refine_image"].tolist() == [0] * (k + 8) + [1] * (k + 4)
+    torch.testing.assert_close(out["refine_candidates"][k : k + 8], jittered.boxes[0])
+    torch.testing.assert_close(out["refine_candidates"][-4:], jittered.boxes[1, :4])
     criterion = DenseCriterion(C, dict.fromkeys(DENSE_LOSS_KEYS, 1.0))
     losses = criterion(out, targets, jittered.part_index)
     criterion.weighted_total(losses).backward()
@@ -148,7 +155,7 @@ def test_the_refiner_is_refused_where_there_are_no_dense_boxes(overrides):
 def test_non_finite_boxes_give_finite_outputs():
     refiner = BoxRefiner(8, C)
     boxes = torch.tensor(
-        [[float("nan"), 0.5, 0.2, 0.2], [0.5, 0.5, float("inf"), 0.3], [3.0, -2.0, 0.5, 0.5]]
+        [[[float("nan"), 0.5, 0.2, 0.2], [0.5, 0.5, float("inf"), 0.3], [3.0, -2.0, 0.5, 0.5]]]
     )
-    logits, _ = refiner(torch.randn(1, 8, *EMBED), boxes, torch.zeros(3, dtype=torch.long))
+    logits, _ = refiner(torch.randn(1, 8, *EMBED), boxes)
     assert torch.isfinite(logits).all()

@@ -256,10 +256,12 @@ def fit_segmenter(
     desc: str = "fit",
     progress: bool = True,
     class_weights: Tensor | None = None,
+    bf16: bool = False,
 ) -> dict:
     """Train ``model`` with pixel-wise cross-entropy (``IGNORE`` pixels left out) for ``steps`` steps.
 
-    ``class_weights`` [L]: per-label weights of the cross-entropy (:func:`balanced_class_weights`).
+    ``class_weights`` [L]: per-label weights of the cross-entropy (:func:`balanced_class_weights`);
+    ``bf16``: the forward pass under bf16 autocast on the CPU (the loss in float32).
 
     ``batch(indices, flip)`` returns (logits [B, L, S, S], labels [B, S, S]) for the given items,
     mirrored left-right when ``flip``; the data order of epoch e is :func:`epoch_order` of (seed, e),
@@ -282,8 +284,9 @@ def fit_segmenter(
         order = epoch_order(num_items, seed, epoch)
         idx = order[position * batch_size : (position + 1) * batch_size]
         flip = bool(torch.rand((), generator=flips) < 0.5)
-        logits, labels = batch(idx, flip)
-        loss = F.cross_entropy(logits, labels.long(), weight=class_weights, ignore_index=IGNORE)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, labels = batch(idx, flip)
+        loss = F.cross_entropy(logits.float(), labels.long(), weight=class_weights, ignore_index=IGNORE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -19,10 +19,11 @@ from ..modeling.wps_sam import WPSSAM
 TARGET_TENSORS = ("labels", "boxes", "points", "has_box", "masks")
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU runs stay in float32)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, enabled: bool, cpu: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled, on the CPU only when ``cpu`` is set too; a no-op
+    elsewhere."""
+    if enabled and (device.type == "cuda" or (cpu and device.type == "cpu")):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -58,6 +59,7 @@ def train_step(
     grad_clip: float | None = None,
     prompter: torch.nn.Module | None = None,
     denoiser: Denoiser | BoxJitter | None = None,
+    cpu_amp: bool = False,
 ) -> dict[str, float]:
     """Encode (frozen), teacher tokens (frozen), prompter forward, match, loss, one optimiser step.
 
@@ -65,7 +67,8 @@ def train_step(
     Raises :class:`TrainingError` if the loss is not finite; the parameters are then left untouched.
     ``prompter``: the module to run the prompter through (its DDP wrapper under torchrun);
     ``denoiser``: makes the step's noised ground truth (query denoising, or the box refiner's
-    jittered boxes).
+    jittered boxes); ``cpu_amp``: the prompter's forward under bf16 autocast on the CPU too (with
+    ``amp``).
     """
     batch = move_batch(batch, device)
     embeddings = image_embeddings(model, batch, device, amp)
@@ -74,7 +77,7 @@ def train_step(
     kwargs = {}
     if denoiser is not None:
         kwargs["denoising"] = denoiser(targets, model.teacher, model.image_size)
-    with autocast(device, amp):
+    with autocast(device, amp, cpu=cpu_amp):
         outputs = model.complete_tokens((prompter or model.prompter)(embeddings, **kwargs))
     if not all(torch.isfinite(v).all() for v in outputs.values() if isinstance(v, Tensor)):
         # Diverged weights: the matcher would refuse the costs with a ValueError; say what happened.

@@ -265,6 +265,7 @@ def _step(run: _Run, batch: dict[str, Any]) -> dict[str, float]:
     stats = train_step(
         run.model, run.criterion, batch, run.optimizer, run.scheduler, run.device,
         amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, prompter=run.prompter, denoiser=run.denoiser,
+        cpu_amp=cfg.train.cpu_amp,
     )  # fmt: skip
     if run.world_size > 1:
         stats = all_reduce_mean(stats)

@@ -17,8 +17,8 @@ Inference: every peak takes its corrected box; its class and score stay the heat
 head is a training signal: on the demo, the features it trains make better heat maps, while
 rescoring the peaks with it (CenterNet2's geometric mean of both scores) lowered mIoU (README).
 
-Cost: torchvision's RoIAlign backward runs on one CPU thread; with it the demo's training takes 1.7x
-as long on the CPU, which is why the dense recipe leaves the refiner off (``prompter.dense_refine``).
+RoIAlign is :func:`~.roi_pooling.roi_align_grouped`, torchvision's values from batched matrix
+products: torchvision's own CPU backward runs on one thread.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import box_convert, box_iou, roi_align
+from torchvision.ops import box_convert, box_iou
+
+from .roi_pooling import roi_align_grouped
 
 POOL = 7  # RoIAlign output side
 POSITIVE_IOU = 0.5  # a candidate is its best-overlapping part from this IoU, else "no part"
@@ -36,15 +38,17 @@ MAX_LOG_SCALE = 2.0  # bound of the log scale change of a box side
 
 @dataclass(frozen=True)
 class JitteredBoxes:
-    """Ground-truth boxes of a batch and jittered copies, as extra training candidates.
-
-    ``boxes`` [P, 4] normalised (cx, cy, w, h); ``image_idx`` [P] their image; ``part_index`` [P] the
-    part (in the batch's concatenated targets) each was made from.
-    """
+    """Ground-truth boxes of a batch and jittered copies, as extra training candidates, grouped by
+    image and padded: ``boxes`` [B, J, 4] normalised (cx, cy, w, h); ``part_index`` [B, J] the part
+    of its image each was made from (-1: padding, a whole-image box)."""
 
     boxes: Tensor
-    image_idx: Tensor
     part_index: Tensor
+
+    @property
+    def valid(self) -> Tensor:
+        """[B, J] True where a box is not padding."""
+        return self.part_index >= 0
 
 
 @dataclass(frozen=True)
@@ -60,21 +64,25 @@ class BoxJitter:
     @torch.no_grad()
     def __call__(self, targets: list[dict[str, Tensor]], *_: object) -> JitteredBoxes:
         """``targets``: each with normalised ``geometry`` [N_i, 4] (the teacher arguments are unused)."""
+        counts = torch.tensor([len(t["geometry"]) for t in targets])
         gt = torch.cat([t["geometry"].float() for t in targets])
         device = gt.device
-        image = torch.cat(
-            [torch.full((len(t["geometry"]),), i, device=device) for i, t in enumerate(targets)]
-        )
-        part = torch.arange(len(gt), device=device)
         copies = gt.repeat(self.copies, 1)
         centre = copies[:, :2] + torch.randn_like(copies[:, :2]) * self.centre_noise * copies[:, 2:]
         size = copies[:, 2:] * torch.exp(torch.randn_like(copies[:, 2:]) * self.scale_noise)
-        jittered = torch.cat([centre.clamp(0, 1), size.clamp(1e-3, 1)], dim=1)
-        return JitteredBoxes(
-            boxes=torch.cat([gt, jittered]),
-            image_idx=image.repeat(self.copies + 1).long(),
-            part_index=part.repeat(self.copies + 1),
-        )
+        flat = torch.cat([gt, torch.cat([centre.clamp(0, 1), size.clamp(1e-3, 1)], dim=1)])
+        # Copy g (0: the ground truth itself) of part j of image i goes to slot g * N_i + j of image i.
+        image = torch.repeat_interleave(torch.arange(len(targets)), counts).to(device)
+        local = torch.arange(len(gt), device=device) - (counts.cumsum(0) - counts).to(device)[image]
+        copy = torch.arange(self.copies + 1, device=device).repeat_interleave(len(gt))
+        image, local = image.repeat(self.copies + 1), local.repeat(self.copies + 1)
+        slot = copy * counts.to(device)[image] + local
+        per_image = (self.copies + 1) * int(counts.max())
+        boxes = torch.tensor([0.5, 0.5, 1.0, 1.0], device=device).repeat(len(targets), per_image, 1)
+        part_index = torch.full((len(targets), per_image), -1, dtype=torch.long, device=device)
+        boxes[image, slot] = flat
+        part_index[image, slot] = local
+        return JitteredBoxes(boxes=boxes, part_index=part_index)
 
 
 def apply_deltas(boxes: Tensor, deltas: Tensor) -> Tensor:
@@ -122,19 +130,17 @@ class BoxRefiner(nn.Module):
         nn.init.zeros_(self.delta_head.weight)  # starts as the identity on the boxes
         nn.init.zeros_(self.delta_head.bias)
 
-    def forward(self, features: Tensor, boxes: Tensor, image_idx: Tensor) -> tuple[Tensor, Tensor]:
-        """``features`` [B, W, h, w]; ``boxes`` [P, 4] normalised (cx, cy, w, h) on image ``image_idx``
-        [P] -> class logits [P, C + 1] and corrected boxes [P, 4]. The pooled features go in with the
+    def forward(self, features: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """``features`` [B, W, h, w]; ``boxes`` [B, K, 4] normalised (cx, cy, w, h) on their image ->
+        class logits [B, K, C + 1] and corrected boxes [B, K, 4]. The pooled features go in with the
         box's log size in cells."""
         h, w = features.shape[-2:]
-        scale = boxes.new_tensor([w, h, w, h])
-        xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * scale
-        # RoIAlign reads out of bounds on non-finite boxes (a diverged prompter, which the training
-        # step then reports): those pool the corner cell instead.
-        xyxy = xyxy.nan_to_num(0.0, posinf=0.0, neginf=0.0)
-        rois = torch.cat([image_idx[:, None].to(xyxy.dtype), xyxy], dim=1)
-        pooled = roi_align(features.float(), rois, POOL, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-        size = (boxes[:, 2:].float() * scale[2:]).nan_to_num(1.0, posinf=1.0, neginf=1.0)
+        scale = boxes.new_tensor([w, h, w, h]).float()
+        # Non-finite boxes (a diverged prompter, which the training step then reports) pool the
+        # corner cell instead: torchvision's RoIAlign read out of bounds on them.
+        xyxy = (box_convert(boxes.float(), "cxcywh", "xyxy") * scale).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+        pooled = roi_align_grouped(features.float(), xyxy, POOL, sampling_ratio=2)
+        size = (boxes[..., 2:].float() * scale[2:]).nan_to_num(1.0, posinf=1.0, neginf=1.0)
         log_size = torch.log(size.clamp(min=1e-3))
-        hidden = self.mlp(torch.cat([pooled.flatten(1), log_size], dim=1))
+        hidden = self.mlp(torch.cat([pooled.flatten(2), log_size], dim=-1))
         return self.class_head(hidden), apply_deltas(boxes.float(), self.delta_head(hidden))

@@ -92,12 +92,6 @@ def average_with_mirror(dense: dict[str, Tensor], mirrored: dict[str, Tensor]) -
     return out
 
 
-def _flatten_boxes(boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-image boxes [B, K, 4] -> the boxes [B * K, 4] and the image of each [B * K]."""
-    b, k, _ = boxes.shape
-    return boxes.reshape(b * k, 4), torch.arange(b, device=boxes.device).repeat_interleave(k)
-
-
 class DensePrompter(nn.Module):
     """Per-cell part classes and geometry from a SAM image embedding.
 
@@ -238,27 +232,27 @@ class DensePrompter(nn.Module):
 
     def refine_candidates(self, dense: dict[str, Tensor], denoising: JitteredBoxes | None) -> dict:
         """The refiner on the training candidates: every image's peaks (detached) and ``denoising``'s
-        boxes. Returns ``"refine_candidates"`` [P, 4], ``"refine_image"`` [P], the refiner's
-        ``"refine_logits"`` [P, C + 1] and ``"refine_geometry"`` [P, 4]."""
-        peaks = self.peaks({k: dense[k].detach() for k in ("heatmap", "geometry")})["pred_geometry"]
-        boxes, image = _flatten_boxes(peaks)
+        boxes. Returns, flattened over the batch, ``"refine_candidates"`` [P, 4], ``"refine_image"``
+        [P], the refiner's ``"refine_logits"`` [P, C + 1] and ``"refine_geometry"`` [P, 4]."""
+        boxes = self.peaks({k: dense[k].detach() for k in ("heatmap", "geometry")})["pred_geometry"]
+        valid = torch.ones(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
         if denoising is not None:
-            boxes = torch.cat([boxes, denoising.boxes.to(boxes)])
-            image = torch.cat([image, denoising.image_idx.to(image)])
-        logits, refined = self.refiner(dense["features"], boxes, image)
+            boxes = torch.cat([boxes, denoising.boxes.to(boxes)], dim=1)
+            valid = torch.cat([valid, denoising.valid.to(valid.device)], dim=1)
+        logits, refined = self.refiner(dense["features"], boxes)
+        image = torch.arange(len(boxes), device=boxes.device)[:, None].expand_as(valid)
         return {
-            "refine_candidates": boxes,
-            "refine_image": image,
-            "refine_logits": logits,
-            "refine_geometry": refined,
+            "refine_candidates": boxes[valid],
+            "refine_image": image[valid],
+            "refine_logits": logits[valid],
+            "refine_geometry": refined[valid],
         }
 
     def refine_peaks(self, out: dict[str, Tensor], features: Tensor) -> dict[str, Tensor]:
         """The peaks of :meth:`peaks` with the refiner's corrected boxes; their classes and scores
         stay the heat maps' (see :mod:`.box_refiner` for why)."""
-        geometry = out["pred_geometry"]
-        _, refined = self.refiner(features, *_flatten_boxes(geometry))
-        return {"pred_logits": out["pred_logits"], "pred_geometry": refined.reshape(geometry.shape)}
+        _, refined = self.refiner(features, out["pred_geometry"])
+        return {"pred_logits": out["pred_logits"], "pred_geometry": refined}
 
     def peaks(self, dense: dict[str, Tensor]) -> dict[str, Tensor]:
         scores = dense["heatmap"].float().sigmoid()
