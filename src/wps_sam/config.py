@@ -126,8 +126,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast where the device is CUDA; ignored on CPU
-    # bf16 autocast of the prompter's training steps on the CPU too: ~1.8x faster on CPUs with
-    # AVX512-BF16 or AMX (the demo's), slower on those without; the embeddings stay float32
+    # bf16 autocast of the prompter's training steps on the CPU too: ~1.7x faster training on CPUs
+    # with AVX512-BF16 or AMX (README, demo item 4), slower on those without; embeddings stay float32
     cpu_amp: bool = False
     save_every: int = 500  # optimiser steps between resumable checkpoints (and at every epoch end)
     log_every: int = 50  # optimiser steps between metrics.jsonl records

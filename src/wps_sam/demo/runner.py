@@ -98,8 +98,9 @@ class DemoSettings:
     head_batch_size: int = 16
     head_lr: float = 2e-3
     # bf16 autocast of the training steps on the CPU, for WPS-SAM's prompter (train.cpu_amp) and the
-    # SAM head: ~1.8x faster per step on the build machine, same scores within noise (README). None:
-    # where the CPU computes bf16 natively. LR-ASPP trains in float32: bf16 does not speed it up here.
+    # SAM head: 1.9x / 2.0x faster per step on the build machine, the same scores within the seeds'
+    # spread (README, demo item 4). None: where the CPU computes bf16 natively. LR-ASPP trains in
+    # float32: bf16 does not speed it up (benchmarks/cpu_bf16.py).
     cpu_bf16: bool | None = None
     grid_images: int = 4
     steps_scale: int = 1
