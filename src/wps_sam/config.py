@@ -125,7 +125,7 @@ class TrainConfig:
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast where the device is CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast where the device is CUDA; on the CPU only with cpu_amp too
     # bf16 autocast of the prompter's training steps on the CPU too: ~1.7x faster training on CPUs
     # with AVX512-BF16 or AMX (README, demo item 4), slower on those without; embeddings stay float32
     cpu_amp: bool = False

@@ -136,8 +136,8 @@ class BoxRefiner(nn.Module):
         box's log size in cells."""
         h, w = features.shape[-2:]
         scale = boxes.new_tensor([w, h, w, h]).float()
-        # Non-finite boxes (a diverged prompter, which the training step then reports) pool the
-        # corner cell instead: torchvision's RoIAlign read out of bounds on them.
+        # Non-finite boxes (a diverged prompter, which the training step then reports) would make
+        # non-finite interpolation weights: they pool the corner cell instead.
         xyxy = (box_convert(boxes.float(), "cxcywh", "xyxy") * scale).nan_to_num(0.0, posinf=0.0, neginf=0.0)
         pooled = roi_align_grouped(features.float(), xyxy, POOL, sampling_ratio=2)
         size = (boxes[..., 2:].float() * scale[2:]).nan_to_num(1.0, posinf=1.0, neginf=1.0)
