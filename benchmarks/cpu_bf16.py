@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from wps_sam.bench import mean_ms
 from wps_sam.demo.baselines import EmbeddingHead, lraspp
 from wps_sam.engine.device import cpu_has_native_bf16
 from wps_sam.modeling.dense_prompter import DensePrompter
@@ -62,12 +62,7 @@ def _ms_per_step(
         loss.backward()
         optimizer.step()
 
-    for _ in range(2):
-        step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - started) / steps * 1000
+    return mean_ms(step, steps, warmup=2)
 
 
 def main() -> None:

@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 from torchvision.ops import roi_align
 
+from wps_sam.bench import mean_ms
 from wps_sam.modeling.roi_pooling import roi_align_grouped
-
-
-def _time(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - started) / repeats * 1000
 
 
 def main() -> None:
@@ -50,8 +41,8 @@ def main() -> None:
 
     times = {"torchvision_ms": [], "matrices_ms": []}
     for _ in range(2):
-        times["torchvision_ms"].append(_time(torchvision_pool, args.repeats))
-        times["matrices_ms"].append(_time(matrix_pool, args.repeats))
+        times["torchvision_ms"].append(mean_ms(torchvision_pool, args.repeats, warmup=3))
+        times["matrices_ms"].append(mean_ms(matrix_pool, args.repeats, warmup=3))
     with torch.no_grad():
         diff = roi_align(features, rois, bins, 1.0, 2, True) - roi_align_grouped(
             features, boxes, bins

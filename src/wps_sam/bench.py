@@ -74,6 +74,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def mean_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    """Milliseconds per call of ``fn`` (a CPU function) over ``repeats`` calls, after ``warmup`` untimed."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
 def _timed(device: torch.device, fn: Callable[[], Any]) -> float:
     """Seconds ``fn()`` takes, the device's queue drained before and after."""
     _sync(device)

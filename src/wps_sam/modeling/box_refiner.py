@@ -64,19 +64,19 @@ class BoxJitter:
     @torch.no_grad()
     def __call__(self, targets: list[dict[str, Tensor]], *_: object) -> JitteredBoxes:
         """``targets``: each with normalised ``geometry`` [N_i, 4] (the teacher arguments are unused)."""
-        counts = torch.tensor([len(t["geometry"]) for t in targets])
         gt = torch.cat([t["geometry"].float() for t in targets])
         device = gt.device
+        counts = torch.tensor([len(t["geometry"]) for t in targets], device=device)
         copies = gt.repeat(self.copies, 1)
         centre = copies[:, :2] + torch.randn_like(copies[:, :2]) * self.centre_noise * copies[:, 2:]
         size = copies[:, 2:] * torch.exp(torch.randn_like(copies[:, 2:]) * self.scale_noise)
         flat = torch.cat([gt, torch.cat([centre.clamp(0, 1), size.clamp(1e-3, 1)], dim=1)])
         # Copy g (0: the ground truth itself) of part j of image i goes to slot g * N_i + j of image i.
-        image = torch.repeat_interleave(torch.arange(len(targets)), counts).to(device)
-        local = torch.arange(len(gt), device=device) - (counts.cumsum(0) - counts).to(device)[image]
+        image = torch.repeat_interleave(torch.arange(len(targets), device=device), counts)
+        local = torch.arange(len(gt), device=device) - (counts.cumsum(0) - counts)[image]
         copy = torch.arange(self.copies + 1, device=device).repeat_interleave(len(gt))
         image, local = image.repeat(self.copies + 1), local.repeat(self.copies + 1)
-        slot = copy * counts.to(device)[image] + local
+        slot = copy * counts[image] + local
         per_image = (self.copies + 1) * int(counts.max())
         boxes = torch.tensor([0.5, 0.5, 1.0, 1.0], device=device).repeat(len(targets), per_image, 1)
         part_index = torch.full((len(targets), per_image), -1, dtype=torch.long, device=device)
