@@ -13,7 +13,12 @@ counts from IoU 0.3) and scores, with the standard protocol and the run's own in
 * ``all-repaired+missed``: all of the above, plus every part no prediction found, prompted with its
   true box and class (score 1): the oracle, up to the composition of the paired scores.
 
-It also prints the detections' recall at box IoU 0.5 and 0.75 (class-agnostic) and with the right class.
+It also prints the detections' recall at box IoU 0.5 and 0.75 (class-agnostic) and with the right class,
+and that recall by part size (the square root of the box's area, in pixels of SAM's input frame),
+where each bin's missed parts are split by the heat-map score of their class around their centre cell
+(the 3x3 cells, both views averaged as at inference; dense prompters): below the peak threshold (the prompter does not
+see the part) or at or above it (it sees it, but its box overlaps the part by less than 0.5, or a
+stronger peak suppressed it).
 
     python benchmarks/prompter_gap.py --run DIR/runs/wps-sam-box --data DIR/toyparts [--split val]
 
@@ -24,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
@@ -35,6 +42,8 @@ from wps_sam.data.datasets import PartSegmentationDataset
 from wps_sam.data.transforms import SamTransform
 from wps_sam.demo.baselines import gt_semantic_map
 from wps_sam.evaluation.metrics import ConfusionMatrix
+from wps_sam.modeling.dense_criterion import centre_cells
+from wps_sam.modeling.dense_prompter import average_with_mirror
 from wps_sam.modeling.geometry import to_pixels
 from wps_sam.postprocess import compose_semantic_map, select_queries
 from wps_sam.predictor import PartPredictor
@@ -42,6 +51,7 @@ from wps_sam.sam.decoder import masks_to_frame
 
 VARIANTS = ("as-is", "gt-box", "gt-class", "gt-box+class", "drop-unpaired", "all-repaired+missed")
 PAIR_IOU = 0.3
+SIZE_EDGES_PX = (0, 12, 20, 30, 50, math.inf)  # bins of a part's size, sqrt(box area) in pixels
 
 
 def pair_parts(pred_boxes: torch.Tensor, gt_boxes: torch.Tensor) -> tuple[dict[int, int], torch.Tensor]:
@@ -74,6 +84,44 @@ def repaired_prompts(variant, boxes, labels, scores, gt_boxes, gt_labels, pairs)
     return boxes, labels, scores
 
 
+def recall_by_size(
+    sides: torch.Tensor, found: torch.Tensor, scores: torch.Tensor | None, threshold: float | None
+) -> dict:
+    """Per bin of :data:`SIZE_EDGES_PX`: the parts, the share found and, given the heat-map ``scores``
+    around their centres (dense prompters), the missed ones scoring below / at or above
+    ``threshold``. Inputs: [N] sizes in pixels, found (bool) and scores, one per ground-truth part."""
+    table = {}
+    for lo, hi in zip(SIZE_EDGES_PX[:-1], SIZE_EDGES_PX[1:]):
+        inside = (sides >= lo) & (sides < hi)
+        row = {
+            "parts": int(inside.sum()),
+            "found": round(float(found[inside].float().mean()), 3) if inside.any() else None,
+        }
+        if scores is not None:
+            missed, seen = inside & ~found, scores >= threshold
+            row |= {
+                "missed_below_threshold": int((missed & ~seen).sum()),
+                "missed_above_threshold": int((missed & seen).sum()),
+            }
+        table[f"{lo}-{hi}"] = row
+    return table
+
+
+def centre_scores(
+    model, embeddings, mirrored, gt_boxes: torch.Tensor, gt_labels: torch.Tensor
+) -> torch.Tensor:
+    """[N] the dense prompter's best heat-map score of each part's class in the 3x3 cells around the
+    cell of its box centre (``gt_boxes`` [N, 4] xyxy in the input frame), both views averaged."""
+    dense = model.prompter.dense(embeddings)
+    dense.pop("features", None)
+    if mirrored is not None:
+        dense = average_with_mirror(dense, model.prompter.dense(mirrored))
+    heat = F.max_pool2d(dense["heatmap"].float().sigmoid(), 3, stride=1, padding=1)[0]  # [C, h, w]
+    centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2 / model.image_size
+    cells = centre_cells(centres, tuple(heat.shape[1:]))
+    return heat[gt_labels, cells[:, 1], cells[:, 0]]
+
+
 @torch.no_grad()
 def measure(predictor: PartPredictor, data: str | Path, split: str) -> dict:
     model, cfg = predictor.model, predictor.cfg
@@ -85,11 +133,13 @@ def measure(predictor: PartPredictor, data: str | Path, split: str) -> dict:
     threshold = float(torch.sigmoid(torch.tensor(cfg.inference.mask_threshold)))
     matrices = {v: ConfusionMatrix(model.num_classes + 1) for v in VARIANTS}
     counts = {"parts": 0, "kept": 0, "recall_iou50": 0, "recall_iou75": 0, "recall_iou50_class": 0}
+    sides, found, scores_at_parts = [], [], []
+    dense = model.mirrors_at_test  # the dense prompter (its heat maps)
     for i, entry in enumerate(index.images):
         item = dataset[i]
         images = item["image"][None]
-        embeddings = predictor.embed(images)
-        outputs = model(embeddings, predictor.embed_mirrored(images))
+        embeddings, mirrored = predictor.embed(images), predictor.embed_mirrored(images)
+        outputs = model(embeddings, mirrored)
         keep, labels, scores = select_queries(outputs["pred_logits"][0], cfg.inference.score_threshold)
         boxes = to_pixels(outputs["pred_geometry"][0, keep].float(), "box", size)
         gt_boxes, gt_labels = item["boxes"].float(), item["labels"].long()  # input frame
@@ -100,6 +150,13 @@ def measure(predictor: PartPredictor, data: str | Path, split: str) -> dict:
             counts["recall_iou50"] += bool(iou[p, g] >= 0.5)
             counts["recall_iou75"] += bool(iou[p, g] >= 0.75)
             counts["recall_iou50_class"] += bool(iou[p, g] >= 0.5 and labels[p] == gt_labels[g])
+        paired_iou = torch.zeros(len(gt_labels))
+        for p, g in pairs.items():
+            paired_iou[g] = iou[p, g]
+        found.append(paired_iou >= 0.5)
+        sides.append(((gt_boxes[:, 2:] - gt_boxes[:, :2]).clamp(min=0).prod(-1)).sqrt())
+        if dense:
+            scores_at_parts.append(centre_scores(model, embeddings, mirrored, gt_boxes, gt_labels))
         original = (entry.height, entry.width)
         gt_map = gt_semantic_map(entry)
         for variant in VARIANTS:
@@ -122,6 +179,12 @@ def measure(predictor: PartPredictor, data: str | Path, split: str) -> dict:
         "recall": {
             k.removeprefix("recall_"): round(counts[k] / parts, 3) for k in counts if k.startswith("recall")
         },
+        "recall_by_size": recall_by_size(
+            torch.cat(sides),
+            torch.cat(found),
+            torch.cat(scores_at_parts).cpu() if dense else None,
+            model.prompter.peak_threshold if dense else None,
+        ),
         "parts": counts["parts"],
         "images": len(index.images),
         "flip_test": cfg.inference.flip_test,

@@ -27,3 +27,54 @@ def test_repairing_everything_and_adding_the_misses_gives_the_ground_truth():
     b, lab, s = repaired_prompts("drop-unpaired", boxes, labels, scores, GT_BOXES, GT_LABELS, pairs)
     assert torch.equal(b, boxes[:1]) and lab.tolist() == [2] and s.tolist() == [0.5]
     assert torch.equal(labels, torch.tensor([2, 1]))  # the inputs are left as they were
+
+
+def test_recall_by_size_bins_parts_and_splits_the_misses_by_their_heat_map_score():
+    from benchmarks.prompter_gap import recall_by_size
+
+    sides = torch.tensor([5.0, 8, 15, 60, 70])
+    found = torch.tensor([True, False, False, True, False])
+    scores = torch.tensor([0.9, 0.1, 0.4, 0.8, 0.2])
+    table = recall_by_size(sides, found, scores, threshold=0.3)
+    assert list(table) == ["0-12", "12-20", "20-30", "30-50", "50-inf"]
+    assert table["0-12"] == {
+        "parts": 2,
+        "found": 0.5,
+        "missed_below_threshold": 1,
+        "missed_above_threshold": 0,
+    }
+    assert table["12-20"] == {
+        "parts": 1,
+        "found": 0.0,
+        "missed_below_threshold": 0,
+        "missed_above_threshold": 1,
+    }
+    assert table["20-30"] == {
+        "parts": 0,
+        "found": None,
+        "missed_below_threshold": 0,
+        "missed_above_threshold": 0,
+    }
+    assert table["50-inf"]["found"] == 0.5 and table["50-inf"]["missed_below_threshold"] == 1
+    # a set prompter has no heat maps: sizes and recall only
+    assert recall_by_size(sides, found, None, None)["0-12"] == {"parts": 2, "found": 0.5}
+
+
+def test_centre_scores_read_the_part_class_around_its_centre_cell_averaged_with_the_mirror():
+    from types import SimpleNamespace
+
+    from benchmarks.prompter_gap import centre_scores
+
+    def dense(embeddings):  # [1, C=2, 4, 4] heat-map logits: embeddings carry the probabilities
+        return {"heatmap": torch.logit(embeddings)}
+
+    heat = torch.full((1, 2, 4, 4), 0.1)
+    heat[0, 1, 0, 0] = 0.9  # class 1, cell (x 0, y 0): within 3x3 of cell (1, 1), not of (3, 3)
+    model = SimpleNamespace(prompter=SimpleNamespace(dense=dense), image_size=32)
+    boxes = torch.tensor([[8.0, 8, 16, 16], [24, 24, 32, 32], [8, 8, 16, 16]])  # cells (1, 1), (3, 3), (1, 1)
+    labels = torch.tensor([1, 1, 0])
+    assert torch.allclose(centre_scores(model, heat, None, boxes, labels), torch.tensor([0.9, 0.1, 0.1]))
+    # the mirror's cell (3, 0) maps back to (0, 0): the views average to 0.5 there
+    mirrored = torch.full((1, 2, 4, 4), 0.1)
+    averaged = centre_scores(model, heat, mirrored, boxes, labels)
+    assert torch.allclose(averaged, torch.tensor([0.5, 0.1, 0.1]), atol=1e-5)
