@@ -15,14 +15,17 @@ counts from IoU 0.3) and scores, with the standard protocol and the run's own in
 
 It also prints the detections' recall at box IoU 0.5 and 0.75 (class-agnostic) and with the right class,
 and that recall by part size (the square root of the box's area, in pixels of SAM's input frame),
-where each bin's missed parts are split by the heat-map score of their class around their centre cell
-(the 3x3 cells, both views averaged as at inference; dense prompters): below the peak threshold (the prompter does not
-see the part) or at or above it (it sees it, but its box overlaps the part by less than 0.5, or a
-stronger peak suppressed it).
+where, for dense prompters, each bin's missed parts are split by the heat-map score of their class
+around their centre cell (the 3x3 cells, both views averaged as at inference): below the peak
+threshold (the heat map does not see the part) or at or above it (a peak is there, but no kept part
+overlaps the part by 0.5 or more).
 
     python benchmarks/prompter_gap.py --run DIR/runs/wps-sam-box --data DIR/toyparts [--split val]
+        [--mask-threshold T]
 
-prints one JSON object (also written to RUN/prompter-gap-<split>.json).
+prints one JSON object (also written to RUN/prompter-gap-<split>.json; with ``--mask-threshold``,
+which scores every variant, the oracle-like one included, at another threshold on SAM's mask logits,
+to RUN/prompter-gap-<split>-mask<T>.json).
 """
 
 from __future__ import annotations
@@ -123,14 +126,18 @@ def centre_scores(
 
 
 @torch.no_grad()
-def measure(predictor: PartPredictor, data: str | Path, split: str) -> dict:
+def measure(
+    predictor: PartPredictor, data: str | Path, split: str, mask_threshold: float | None = None
+) -> dict:
     model, cfg = predictor.model, predictor.cfg
     if model.supervision != "box":
         raise SystemExit(f"prompter_gap measures box runs; this run is trained from {model.supervision}")
     index = load_split(data, split, class_names=predictor.class_names)
     size = model.image_size
     dataset = PartSegmentationDataset(index, SamTransform(size))
-    threshold = float(torch.sigmoid(torch.tensor(cfg.inference.mask_threshold)))
+    if mask_threshold is None:
+        mask_threshold = cfg.inference.mask_threshold
+    threshold = float(torch.sigmoid(torch.tensor(mask_threshold)))
     matrices = {v: ConfusionMatrix(model.num_classes + 1) for v in VARIANTS}
     counts = {"parts": 0, "kept": 0, "recall_iou50": 0, "recall_iou75": 0, "recall_iou50_class": 0}
     sides, found, scores_at_parts = [], [], []
@@ -196,10 +203,18 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a run trained with --supervision box")
     parser.add_argument("--data", required=True, help="the data root the run is scored on")
     parser.add_argument("--split", default="val")
+    parser.add_argument(
+        "--mask-threshold",
+        type=float,
+        help="on SAM's mask logits, for every variant (default: the run's inference.mask_threshold)",
+    )
     args = parser.parse_args()
-    result = measure(PartPredictor.from_run(args.run, "cpu"), args.data, args.split)
-    result |= {"run": str(args.run), "data": str(args.data), "split": args.split}
-    (Path(args.run) / f"prompter-gap-{args.split}.json").write_text(json.dumps(result, indent=1))
+    predictor = PartPredictor.from_run(args.run, "cpu")
+    result = measure(predictor, args.data, args.split, args.mask_threshold)
+    threshold = predictor.cfg.inference.mask_threshold if args.mask_threshold is None else args.mask_threshold
+    result |= {"run": str(args.run), "data": str(args.data), "split": args.split, "mask_threshold": threshold}
+    suffix = "" if args.mask_threshold is None else f"-mask{args.mask_threshold:g}"
+    (Path(args.run) / f"prompter-gap-{args.split}{suffix}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 
 
