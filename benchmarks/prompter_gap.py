@@ -153,13 +153,12 @@ def measure(
         pairs, iou = pair_parts(boxes, gt_boxes)
         counts["parts"] += len(gt_labels)
         counts["kept"] += len(keep)
+        paired_iou = torch.zeros(len(gt_labels))  # each part's IoU with its pair (0: none)
         for p, g in pairs.items():
+            paired_iou[g] = iou[p, g]
             counts["recall_iou50"] += bool(iou[p, g] >= 0.5)
             counts["recall_iou75"] += bool(iou[p, g] >= 0.75)
             counts["recall_iou50_class"] += bool(iou[p, g] >= 0.5 and labels[p] == gt_labels[g])
-        paired_iou = torch.zeros(len(gt_labels))
-        for p, g in pairs.items():
-            paired_iou[g] = iou[p, g]
         found.append(paired_iou >= 0.5)
         sides.append(((gt_boxes[:, 2:] - gt_boxes[:, :2]).clamp(min=0).prod(-1)).sqrt())
         if dense:
@@ -195,6 +194,7 @@ def measure(
         "parts": counts["parts"],
         "images": len(index.images),
         "flip_test": cfg.inference.flip_test,
+        "mask_threshold": mask_threshold,
     }
 
 
@@ -211,8 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     predictor = PartPredictor.from_run(args.run, "cpu")
     result = measure(predictor, args.data, args.split, args.mask_threshold)
-    threshold = predictor.cfg.inference.mask_threshold if args.mask_threshold is None else args.mask_threshold
-    result |= {"run": str(args.run), "data": str(args.data), "split": args.split, "mask_threshold": threshold}
+    result |= {"run": str(args.run), "data": str(args.data), "split": args.split}
     suffix = "" if args.mask_threshold is None else f"-mask{args.mask_threshold:g}"
     (Path(args.run) / f"prompter-gap-{args.split}{suffix}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

@@ -1,7 +1,9 @@
-"""benchmarks/prompter_gap.py: its pairing and its repaired prompts, by hand."""
+"""benchmarks/prompter_gap.py: its pairing, its repaired prompts and its recall by size, by hand."""
+
+from types import SimpleNamespace
 
 import torch
-from benchmarks.prompter_gap import pair_parts, repaired_prompts
+from benchmarks.prompter_gap import centre_scores, pair_parts, recall_by_size, repaired_prompts
 
 GT_BOXES = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 0, 50, 10]])
 GT_LABELS = torch.tensor([0, 1, 2])
@@ -30,8 +32,6 @@ def test_repairing_everything_and_adding_the_misses_gives_the_ground_truth():
 
 
 def test_recall_by_size_bins_parts_and_splits_the_misses_by_their_heat_map_score():
-    from benchmarks.prompter_gap import recall_by_size
-
     sides = torch.tensor([5.0, 8, 15, 60, 70])
     found = torch.tensor([True, False, False, True, False])
     scores = torch.tensor([0.9, 0.1, 0.4, 0.8, 0.2])
@@ -61,10 +61,6 @@ def test_recall_by_size_bins_parts_and_splits_the_misses_by_their_heat_map_score
 
 
 def test_centre_scores_read_the_part_class_around_its_centre_cell_averaged_with_the_mirror():
-    from types import SimpleNamespace
-
-    from benchmarks.prompter_gap import centre_scores
-
     def dense(embeddings):  # [1, C=2, 4, 4] heat-map logits: embeddings carry the probabilities
         return {"heatmap": torch.logit(embeddings)}
 
