@@ -32,7 +32,7 @@ from ..errors import CheckpointError, DataError, TrainingError
 from ..modeling.wps_sam import WPSSAM
 from ..sam.encoder import EncoderRunner
 from . import run_dir
-from .device import resolve_device
+from .device import cpu_has_native_bf16, resolve_device
 from .distributed import all_reduce_mean, init_distributed, wrap_prompter
 from .loop import image_embeddings, move_batch, train_step
 from .order import epoch_batches
@@ -149,6 +149,7 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
     device = resolve_device(cfg.train.device)
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", local_rank)
+    warn_if_bf16_is_emulated(cfg, device)
     index = triaged_split(cfg.data.root, cfg.data.train_split, strict=cfg.data.strict, recheck=recheck)
     if not index.images:
         raise DataError(f"{cfg.data.root}: split '{cfg.data.train_split}' has no usable image")
@@ -201,6 +202,21 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
     if world_size > 1:
         run.prompter = wrap_prompter(model, device)
     return run
+
+
+def warn_if_bf16_is_emulated(cfg: Config, device: torch.device) -> bool:
+    """Warn (and return True) when ``train.cpu_amp`` asks for bf16 on a CPU without native bf16.
+
+    There bf16 autocast is emulated and slower than float32, not faster: the convergence test's 300
+    steps took 337 s under bf16 and 51 s in float32 on an AVX2-only CPU.
+    """
+    emulated = cfg.train.cpu_amp and device.type == "cpu" and not cpu_has_native_bf16()
+    if emulated:
+        logger.warning(
+            "train.cpu_amp: this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 autocast is "
+            "emulated and trains several times slower than float32; set train.cpu_amp=false"
+        )
+    return emulated
 
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
