@@ -14,7 +14,7 @@ import torch
 from .build import build_wps_sam
 from .config import Config, validate
 from .data.transforms import SamTransform
-from .engine.loop import autocast
+from .engine.loop import encoder_autocast
 from .engine.run_dir import WEIGHTS_FILE, load_weights
 from .errors import CheckpointError, ConfigError, DataError
 from .modeling.wps_sam import WPSSAM
@@ -148,7 +148,7 @@ class PartPredictor:
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """[B,3,S,S] preprocessed images -> [B,256,h,w] float32 SAM embeddings (the costly part)."""
-        with autocast(self.device, self.cfg.train.amp):
+        with encoder_autocast(self.device, self.cfg.train.amp, self.cfg.train.cpu_amp):
             return self.model.embed(images.to(self.device)).float()
 
     @torch.no_grad()
@@ -157,7 +157,7 @@ class PartPredictor:
         (``inference.flip_test``: a second encoder pass), else ``None``."""
         if not self.cfg.inference.flip_test:
             return None
-        with autocast(self.device, self.cfg.train.amp):
+        with encoder_autocast(self.device, self.cfg.train.amp, self.cfg.train.cpu_amp):
             return self.model.embed(images.to(self.device), mirrored=True).float()
 
     @torch.no_grad()

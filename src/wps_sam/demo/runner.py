@@ -39,7 +39,7 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write_json, atomic_write_text
-from ..config import Config, config_to_dict, load_config, merge, parse_overrides
+from ..config import Config, TrainConfig, config_to_dict, load_config, merge, parse_overrides
 from ..data.coco import PartDataIndex, load_split
 from ..data.images import read_image
 from ..errors import ConfigError, DataError
@@ -216,21 +216,29 @@ def _wps_sam_config(
 
 
 def _encode_splits(
-    sam: Any, indices: dict[str, tuple[PartDataIndex, bool]], cache_dir: Path, progress: bool
+    sam: Any,
+    indices: dict[str, tuple[PartDataIndex, bool]],
+    cache_dir: Path,
+    train_cfg: TrainConfig,
+    progress: bool,
 ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]:
     """float16 [N, 256, h, w] SAM embeddings of every image of each split, through the embedding cache.
 
     ``indices``: name -> (split, mirrored): a mirrored split's images are flipped left-right (the
-    trainer's ``hflip`` augmentation, same cache entries). Also returns, per name, how many images
-    were encoded now (the others were cached) and how long it took.
+    trainer's ``hflip`` augmentation, same cache entries). The encoder runs in the precision the
+    trainer picks from ``train_cfg`` on the CPU (bf16 under ``train.cpu_amp`` where the CPU computes
+    it natively), so that WPS-SAM's trainings find every embedding cached. Also returns, per name,
+    how many images were encoded now (the others were cached) and how long it took.
     """
     from ..cache import CacheContext, EmbeddingCache, sam_fingerprint
     from ..data.cached import cache_dataset
     from ..data.datasets import PartSegmentationDataset
     from ..data.transforms import SamTransform
+    from ..engine.device import encoder_dtype
     from ..sam.encoder import EncoderRunner
 
-    runner = EncoderRunner(sam.image_encoder)
+    dtype = encoder_dtype(torch.device("cpu"), train_cfg.amp, train_cfg.cpu_amp)
+    runner = EncoderRunner(sam.image_encoder, dtype=dtype)
     context = CacheContext(sam_fingerprint(sam), sam.image_encoder.img_size, runner.precision)
     cache = EmbeddingCache(cache_dir)
     out, stats = {}, {}
@@ -528,7 +536,7 @@ def run_demo(
         flip_test = any(cfg.inference.flip_test for cfg in configs.values())
         if flip_test:
             splits[MIRRORED_VAL] = (val.index, True)
-        embeddings, encoding = _encode_splits(sam, splits, out / "embeddings", progress)
+        embeddings, encoding = _encode_splits(sam, splits, out / "embeddings", configs["box"].train, progress)
 
     scores = _Scores()
     for supervision, cfg in configs.items():

@@ -1,4 +1,4 @@
-"""Which device a run uses."""
+"""Which device a run uses, and in which precision its frozen SAM encoder runs there."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ from ..errors import DataError
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def encoder_dtype(device: torch.device, amp: bool, cpu_amp: bool) -> torch.dtype | None:
+    """The autocast dtype of the frozen encoder's pass, ``None`` for float32: bf16 on CUDA with
+    ``train.amp``, and on the CPU with ``train.amp`` and ``train.cpu_amp`` where the CPU computes bf16
+    natively (elsewhere bf16 is emulated, slower than float32). The embedding cache, evaluation and
+    prediction all encode so: the tiny SAM's encoder runs ~1.9x faster on an AVX512-BF16 CPU for
+    embeddings within 0.5% of float32's (README, the demo's timing)."""
+    if not amp:
+        return None
+    if device.type == "cuda" or (device.type == "cpu" and cpu_amp and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
 
 
 def resolve_device(name: str) -> torch.device:

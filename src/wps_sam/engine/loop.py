@@ -15,6 +15,7 @@ from ..modeling.criterion import SetCriterion
 from ..modeling.denoising import Denoiser
 from ..modeling.dense_criterion import DenseCriterion
 from ..modeling.wps_sam import WPSSAM
+from .device import encoder_dtype
 
 TARGET_TENSORS = ("labels", "boxes", "points", "has_box", "masks")
 
@@ -25,6 +26,14 @@ def autocast(device: torch.device, enabled: bool, cpu: bool = False) -> contextl
     if enabled and (device.type == "cuda" or (cpu and device.type == "cpu")):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def encoder_autocast(device: torch.device, amp: bool, cpu_amp: bool) -> contextlib.AbstractContextManager:
+    """The autocast under which the frozen encoder runs (:func:`~.device.encoder_dtype`)."""
+    dtype = encoder_dtype(device, amp, cpu_amp)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -40,11 +49,14 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return out
 
 
-def image_embeddings(model: WPSSAM, batch: dict[str, Any], device: torch.device, amp: bool) -> Tensor:
-    """The batch's SAM embeddings [B,256,h,w]: precomputed ones if the batch carries them, else encoded."""
+def image_embeddings(
+    model: WPSSAM, batch: dict[str, Any], device: torch.device, amp: bool, cpu_amp: bool = False
+) -> Tensor:
+    """The batch's SAM embeddings [B,256,h,w]: precomputed ones if the batch carries them, else encoded
+    (under :func:`encoder_autocast`)."""
     if "embeddings" in batch:
         return batch["embeddings"].float()
-    with autocast(device, amp):
+    with encoder_autocast(device, amp, cpu_amp):
         return model.embed(batch["images"]).float()
 
 
@@ -71,7 +83,7 @@ def train_step(
     ``amp``).
     """
     batch = move_batch(batch, device)
-    embeddings = image_embeddings(model, batch, device, amp)
+    embeddings = image_embeddings(model, batch, device, amp, cpu_amp)
     targets = batch["targets"]
     model.attach_targets(targets)
     kwargs = {}

@@ -32,7 +32,7 @@ from ..errors import CheckpointError, DataError, TrainingError
 from ..modeling.wps_sam import WPSSAM
 from ..sam.encoder import EncoderRunner
 from . import run_dir
-from .device import cpu_has_native_bf16, resolve_device
+from .device import cpu_has_native_bf16, encoder_dtype, resolve_device
 from .distributed import all_reduce_mean, init_distributed, wrap_prompter
 from .loop import image_embeddings, move_batch, train_step
 from .order import epoch_batches
@@ -248,9 +248,9 @@ def _input_stats(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
     for batch in loader:
         if run.cache is not None and "embeddings" not in batch:
             batch["embeddings"] = run.cache.get(batch["keys"], device=run.device)
-        emb = image_embeddings(
-            run.model, move_batch(batch, run.device), run.device, run.cfg.train.amp
-        ).double()
+        batch = move_batch(batch, run.device)
+        emb = image_embeddings(run.model, batch, run.device, run.cfg.train.amp, run.cfg.train.cpu_amp)
+        emb = emb.double()
         total = total + emb.sum((0, 2, 3))
         total_sq = total_sq + (emb**2).sum((0, 2, 3))
         cells += emb.shape[0] * emb.shape[2] * emb.shape[3]
@@ -346,9 +346,10 @@ def _embedding_source(
     encoder runs once per image and variant) or images."""
     if not cfg.train.cache:
         return ConcatDataset(datasets), collate_parts, None
-    bf16 = cfg.train.amp and device.type == "cuda"
     runner = EncoderRunner(
-        model.image_encoder, dtype=torch.bfloat16 if bf16 else None, compile=cfg.train.compile_encoder
+        model.image_encoder,
+        dtype=encoder_dtype(device, cfg.train.amp, cfg.train.cpu_amp),
+        compile=cfg.train.compile_encoder,
     )
     context = CacheContext(sam_fingerprint(sam), model.image_encoder.img_size, runner.precision)
     cache = EmbeddingCache(cfg.train.cache_dir or default_cache_dir())

@@ -12,7 +12,7 @@ from ..config import Config
 from ..data.coco import PartDataIndex, instance_mask
 from ..data.datasets import PartSegmentationDataset, collate_parts
 from ..data.transforms import SamTransform
-from ..engine.loop import autocast
+from ..engine.loop import encoder_autocast
 from ..errors import DataError
 from ..modeling.wps_sam import WPSSAM
 from ..postprocess import compose_semantic_map, semantic_map_from_gt
@@ -60,7 +60,7 @@ def evaluate(
     model.eval()
     for batch in tqdm(loader, desc=f"eval {index.split}", disable=not progress, dynamic_ncols=True):
         images = batch["images"].to(device)
-        with autocast(device, cfg.train.amp):
+        with encoder_autocast(device, cfg.train.amp, cfg.train.cpu_amp):
             embeddings = model.embed(images).float()
             mirrored = model.embed(images, mirrored=True).float() if cfg.inference.flip_test else None
         predictions = model.predict(
