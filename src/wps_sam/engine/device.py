@@ -16,8 +16,8 @@ def encoder_dtype(device: torch.device, amp: bool, cpu_amp: bool) -> torch.dtype
     """The autocast dtype of the frozen encoder's pass, ``None`` for float32: bf16 on CUDA with
     ``train.amp``, and on the CPU with ``train.amp`` and ``train.cpu_amp`` where the CPU computes bf16
     natively (elsewhere bf16 is emulated, slower than float32). The embedding cache, evaluation and
-    prediction all encode so: the tiny SAM's encoder runs ~1.9x faster on an AVX512-BF16 CPU for
-    embeddings within 0.5% of float32's (README, the demo's timing)."""
+    prediction all encode so: the tiny SAM's encoder runs ~2x faster on an AVX512-BF16 CPU for
+    embeddings within 0.5% of float32's (``benchmarks/encoder_bf16.py``)."""
     if not amp:
         return None
     if device.type == "cuda" or (device.type == "cpu" and cpu_amp and cpu_has_native_bf16()):

@@ -9,7 +9,9 @@ CUDA), and the encoder itself for :class:`FastImageEncoderViT`, which keeps the 
 the neck in float32 under autocast. Modules are re-classed, not rebuilt: parameters, buffers and
 ``state_dict`` keys are untouched, so checkpoints load as before and :func:`restore_encoder` undoes it.
 
-:class:`EncoderRunner` adds the precision (bf16 autocast on CUDA) and an optional ``torch.compile``.
+:class:`EncoderRunner` adds the precision (a bf16 or float16 autocast; the callers pick bf16 on CUDA,
+and on a CPU with native bf16 under ``train.cpu_amp``: ``engine.device.encoder_dtype``) and an optional
+``torch.compile``.
 The idea follows pytorch-labs' *segment-anything-fast*; the code is our own.
 """
 
