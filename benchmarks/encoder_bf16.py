@@ -21,7 +21,7 @@ import torch
 
 from wps_sam.engine.device import cpu_has_native_bf16
 from wps_sam.sam.backbones import build_sam
-from wps_sam.sam.encoder import EncoderRunner
+from wps_sam.sam.encoder import EncoderRunner, relative_error
 
 
 def images_per_second(runner: EncoderRunner, images: torch.Tensor) -> float:
@@ -55,7 +55,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "batch": args.batch,
         "images_per_s": rates,
-        "bf16_relative_error": round(((low - reference).norm() / reference.norm()).item(), 5),
+        "bf16_relative_error": round(relative_error(low, reference), 5),
     }
     print(json.dumps(result))
 

@@ -226,9 +226,9 @@ def _encode_splits(
 
     ``indices``: name -> (split, mirrored): a mirrored split's images are flipped left-right (the
     trainer's ``hflip`` augmentation, same cache entries). The encoder runs in the precision the
-    trainer picks from ``train_cfg`` on the CPU (bf16 under ``train.cpu_amp`` where the CPU computes
-    it natively), so that WPS-SAM's trainings find every embedding cached. Also returns, per name,
-    how many images were encoded now (the others were cached) and how long it took.
+    trainer picks from ``train_cfg`` on the SAM's device (on the CPU: bf16 under ``train.cpu_amp`` where
+    the CPU computes it natively), so that WPS-SAM's trainings find every embedding cached. Also
+    returns, per name, how many images were encoded now (the others were cached) and how long it took.
     """
     from ..cache import CacheContext, EmbeddingCache, sam_fingerprint
     from ..data.cached import cache_dataset
@@ -237,7 +237,7 @@ def _encode_splits(
     from ..engine.device import encoder_dtype
     from ..sam.encoder import EncoderRunner
 
-    dtype = encoder_dtype(torch.device("cpu"), train_cfg.amp, train_cfg.cpu_amp)
+    dtype = encoder_dtype(sam.device, train_cfg.amp, train_cfg.cpu_amp)
     runner = EncoderRunner(sam.image_encoder, dtype=dtype)
     context = CacheContext(sam_fingerprint(sam), sam.image_encoder.img_size, runner.precision)
     cache = EmbeddingCache(cache_dir)
