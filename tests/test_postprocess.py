@@ -66,5 +66,10 @@ def test_semantic_map_from_gt_smaller_part_wins() -> None:
         expected[:3, :3] = 1
         expected[1, 1] = 3
         assert out.tolist() == expected.tolist()
+    # equal areas: the part that comes first wins, whatever the order of the others
+    column, row = np.zeros((2, 2), dtype=bool), np.zeros((2, 2), dtype=bool)
+    column[:, 0], row[0] = True, True
+    out = semantic_map_from_gt(np.stack([column, row, column]), np.array([4, 5, 6]))
+    assert out.tolist() == [[5, 6], [5, 0]]
     empty = semantic_map_from_gt(torch.zeros(0, 2, 3, dtype=torch.bool), torch.zeros(0, dtype=torch.long))
     assert empty.shape == (2, 3) and not empty.any()

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from wps_sam.errors import ConfigError
+from wps_sam.synthetic import toyparts
 from wps_sam.synthetic.toyparts import (
     PART_CLASSES,
     SUPERCATEGORIES,
@@ -113,6 +114,15 @@ def test_deterministic_by_seed(dataset: tuple[Path, dict], tmp_path: Path) -> No
     for name, data in other.items():
         if name.endswith(".jpg"):
             assert (out / name).read_bytes() != data
+
+
+def test_files_do_not_depend_on_workers(
+    dataset: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, _ = dataset
+    monkeypatch.setattr(toyparts, "PARALLEL_FROM", 1)  # the fixture's splits are below the default
+    toyparts.write_toyparts(tmp_path / "two", TRAIN, VAL, ToyPartsConfig(seed=3), workers=2)
+    assert _files(tmp_path / "two") == _files(out)
 
 
 def test_splits_do_not_share_images(dataset: tuple[Path, dict]) -> None:

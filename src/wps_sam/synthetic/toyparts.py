@@ -16,7 +16,8 @@ coordinates that pycocotools rasterises back to exactly the visible mask (a piec
 in two; COCO RLE is only a safety net, never needed so far). Image and annotation ids start at 1.
 Generation is deterministic: image ``i`` of ``split`` is drawn from a
 generator seeded with ``(seed, crc32(split), i)``, so splits never share images, the same arguments
-give byte-identical files, and images could be drawn in parallel.
+give byte-identical files, and :func:`write_toyparts` draws them in parallel (one process per
+CPU core) with the same files as one process would write.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import colorsys
 import io
 import json
 import logging
+import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +55,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Below this many images a split is drawn in this process: starting workers costs more than it saves.
+PARALLEL_FROM = 64
 
 _TEXTURES = ("flat", "gradient", "stripes", "checker", "spots", "noise")
 
@@ -342,6 +348,34 @@ def annotate_scene(scene: Scene, image_id: int, first_id: int, min_area: int = 2
     return anns
 
 
+def _draw_image(config: ToyPartsConfig, split: str, index: int) -> tuple[bytes, list[dict]]:
+    """Image ``index`` of ``split`` as JPEG bytes, and its annotations with ids counted from 1."""
+    scene = render_scene(config, split, index)
+    buf = io.BytesIO()
+    Image.fromarray(scene.image).save(buf, format="JPEG", quality=config.jpeg_quality)
+    return buf.getvalue(), annotate_scene(scene, index + 1, 1, config.min_area)
+
+
+def _drawn_images(
+    config: ToyPartsConfig, split: str, count: int, workers: int
+) -> Iterator[tuple[bytes, list[dict]]]:
+    """:func:`_draw_image` of images 0..count-1 in order, over ``workers`` processes (1: in this one).
+
+    Every image is drawn from its own generator, so the files are the same whatever ``workers``. The
+    workers are forked (where the platform can): spawned ones would re-import the caller's script."""
+    import multiprocessing
+
+    if workers <= 1 or count < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        yield from (_draw_image(config, split, i) for i in range(count))
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    # The children draw with numpy, PIL and scipy only: none touches the parent's torch thread pools.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(partial(_draw_image, config, split), range(count), chunksize=16)
+
+
 def write_toyparts(
     out: str | Path,
     train: int,
@@ -349,16 +383,19 @@ def write_toyparts(
     config: ToyPartsConfig,
     progress: bool = False,
     point_fraction: float = 0.0,
+    workers: int | None = None,
 ) -> dict:
     """Write a ToyParts data set under ``out`` (see the module docstring); returns a summary.
 
     ``point_fraction``: the share of the training split's parts that keep only a point
     (:func:`~.point_labels.keep_points_only`); the held-out split keeps every mask for evaluation.
-    The images do not depend on it.
+    The images do not depend on it. ``workers``: processes that draw the images (``None``: one per
+    CPU core); the files do not depend on it.
     """
     from tqdm import tqdm
 
     out = Path(out)
+    workers = (os.cpu_count() or 1) if workers is None else workers
     categories = [{"id": i, "name": n, "supercategory": n.split(" ")[0]} for i, n in enumerate(PART_CLASSES)]
     summary: dict = {"out": str(out), "classes": list(PART_CLASSES), "splits": {}}
     bar = tqdm(total=train + val, desc="toyparts", unit="img", disable=not progress)
@@ -366,14 +403,11 @@ def write_toyparts(
         image_dir = out / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
         images, anns = [], []
-        for index in range(count):
-            scene = render_scene(config, split, index)
+        for index, (jpeg, image_anns) in enumerate(_drawn_images(config, split, count, workers)):
             name = f"toyparts_{split}_{index:06d}.jpg"
-            buf = io.BytesIO()
-            Image.fromarray(scene.image).save(buf, format="JPEG", quality=config.jpeg_quality)
-            (image_dir / name).write_bytes(buf.getvalue())
+            (image_dir / name).write_bytes(jpeg)
             images.append({"id": index + 1, "file_name": name, "height": config.size, "width": config.size})
-            anns += annotate_scene(scene, index + 1, len(anns) + 1, config.min_area)
+            anns += [{**a, "id": len(anns) + k + 1} for k, a in enumerate(image_anns)]
             bar.update()
         if split == "train" and point_fraction:
             anns = keep_points_only(anns, point_fraction, config.seed, config.size, config.size)
