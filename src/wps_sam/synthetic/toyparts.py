@@ -395,7 +395,8 @@ def write_toyparts(
     from tqdm import tqdm
 
     out = Path(out)
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers is None:  # the cores this process may run on (a container may allow fewer than it has)
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     categories = [{"id": i, "name": n, "supercategory": n.split(" ")[0]} for i, n in enumerate(PART_CLASSES)]
     summary: dict = {"out": str(out), "classes": list(PART_CLASSES), "splits": {}}
     bar = tqdm(total=train + val, desc="toyparts", unit="img", disable=not progress)
