@@ -72,3 +72,30 @@ def test_masks_to_input_frame_keeps_the_padding():
     assert square.shape == (5, 256, 256)
     torch.testing.assert_close(square, masks_to_frame(mask_logits, 256, (256, 256), (256, 256)))
     assert masks_to_frame(torch.zeros(0, 64, 64), 256, (256, 171), (300, 200)).shape == (0, 300, 200)
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+@pytest.mark.parametrize("per_call", [1, 2, 5])
+def test_calls_of_a_few_prompts_give_the_one_call_values(mini_sam, multimask, per_call):
+    embeddings = torch.randn(3, 256, 16, 16)
+    tokens = torch.randn(3, 4, 2, 256)
+    one_call = PromptMaskDecoder(mini_sam.prompt_encoder, mini_sam.mask_decoder, cpu_prompts_per_call=12)
+    chunked = PromptMaskDecoder(mini_sam.prompt_encoder, mini_sam.mask_decoder, cpu_prompts_per_call=per_call)
+    expected_masks, expected_iou = one_call(embeddings, tokens, multimask_output=multimask)
+    mask_logits, iou_pred = chunked(embeddings, tokens, multimask_output=multimask)
+    assert mask_logits.shape == expected_masks.shape and iou_pred.shape == expected_iou.shape
+    torch.testing.assert_close(mask_logits, expected_masks, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(iou_pred, expected_iou, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_tokens_through_every_call(mini_sam):
+    decoder = PromptMaskDecoder(mini_sam.prompt_encoder, mini_sam.mask_decoder, cpu_prompts_per_call=2)
+    tokens = torch.randn(2, 3, 2, 256, requires_grad=True)
+    mask_logits, _ = decoder(torch.randn(2, 256, 16, 16), tokens)
+    mask_logits.sum().backward()
+    assert (tokens.grad.flatten(2).abs().sum(-1) > 0).all()  # every prompt of every image
+
+
+def test_prompts_per_call_must_be_positive(mini_sam):
+    with pytest.raises(ValueError, match="cpu_prompts_per_call"):
+        PromptMaskDecoder(mini_sam.prompt_encoder, mini_sam.mask_decoder, cpu_prompts_per_call=0)
