@@ -48,8 +48,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """``obj`` as JSON, ``indent`` spaces per level; ``None``: on one line, for files only programs read
+    (the json module encodes those in C, ~8x faster than indented)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:

@@ -120,7 +120,7 @@ class VerdictStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             data = {"format": FORMAT, "folder": self.folder, "entries": self.entries, "split": self.split}
-            atomic_write_json(self.path, data)
+            atomic_write_json(self.path, data, indent=None)  # 1600 images: 0.2 s, 1.5 s indented
             self.changed = False
         except OSError as e:
             logger.warning(

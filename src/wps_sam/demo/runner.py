@@ -88,7 +88,9 @@ class DemoSettings:
     # LR-ASPP: about as long to train as wps-sam-box's prompter plus its encoder pass over the training
     # images. Tuned on the demo's 800 images of earlier releases (README): at 128 px it fits ~7 epochs of
     # them in that time and reaches ~21% mIoU; at the full 256 px 2 epochs, at the all-background floor.
-    fs_steps: int = 1300
+    # 1100 steps since the prompter trains under bf16 (LR-ASPP does not speed up there): ~0.22 s per step
+    # against wps-sam-box's 162 s + 75 s in the demo of 2026-12-03, where 1300 steps took 287 s (1.21x).
+    fs_steps: int = 1100
     fs_batch_size: int = 8
     fs_lr: float = 5e-3
     fs_image_size: int | None = 128  # its input side (None: the data's); its maps are upsampled
@@ -315,8 +317,10 @@ def _wps_sam_stage(
         for i in val.grid_ids
     ]
     scores.configs[name] = config_to_dict(predictor.cfg)
-    num_train = len(load_split(cfg.data.root, cfg.data.train_split).images)
-    steps = cfg.train.max_steps or cfg.train.epochs * math.ceil(num_train / cfg.train.batch_size)
+    steps = cfg.train.max_steps
+    if steps is None:
+        num_train = len(load_split(cfg.data.root, cfg.data.train_split).images)
+        steps = cfg.train.epochs * math.ceil(num_train / cfg.train.batch_size)
     scores.budgets[name] = {
         "steps": steps,
         "batch_size": cfg.train.batch_size,
