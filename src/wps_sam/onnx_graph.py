@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .modeling.wps_sam import WPSSAM, best_rated_masks
+from .sam.decoder import PromptMaskDecoder
 
 INPUT_NAMES = ["image_embeddings"]
 OUTPUT_NAMES = ["labels", "scores", "low_res_masks"]
@@ -43,6 +44,10 @@ class PartDecoderGraph(nn.Module):
         super().__init__()
         self.model = model.eval()
         self.multimask = point_multimask and model.decodes_points
+        # SAM's decoder in one call: the graph's number of prompts follows its dynamic batch.
+        self.decoder = PromptMaskDecoder(
+            model.decoder.prompt_encoder, model.decoder.mask_decoder, cpu_prompts_per_call=None
+        )
 
     def forward(self, image_embeddings: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         outputs = self.model(image_embeddings)
@@ -50,7 +55,7 @@ class PartDecoderGraph(nn.Module):
         _, labels = logits.max(-1)
         scores = logits.float().softmax(-1).gather(-1, labels[..., None])[..., 0]
         labels = torch.where(labels == logits.shape[-1] - 1, torch.full_like(labels, -1), labels)
-        masks, iou_pred = self.model.decoder(
+        masks, iou_pred = self.decoder(
             image_embeddings, outputs["pred_tokens"], multimask_output=self.multimask
         )
         if self.multimask:

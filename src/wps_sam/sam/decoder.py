@@ -37,7 +37,7 @@ class PromptMaskDecoder(nn.Module):
         self,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
-        cpu_prompts_per_call: int = CPU_PROMPTS_PER_CALL,
+        cpu_prompts_per_call: int | None = CPU_PROMPTS_PER_CALL,
     ) -> None:
         """
         Args:
@@ -45,10 +45,11 @@ class PromptMaskDecoder(nn.Module):
                 ``no_mask_embed``; frozen in place.
             mask_decoder: SAM's mask decoder; frozen in place.
             cpu_prompts_per_call: on the CPU, the most prompts decoded in one call (see the module
-                docstring); on other devices every prompt goes in one call.
+                docstring); ``None``, and on other devices, every prompt in one call (an exported
+                graph, whose number of prompts follows its batch, needs one call).
         """
         super().__init__()
-        if cpu_prompts_per_call < 1:
+        if cpu_prompts_per_call is not None and cpu_prompts_per_call < 1:
             raise ValueError(f"cpu_prompts_per_call must be positive, got {cpu_prompts_per_call}")
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
@@ -84,7 +85,8 @@ class PromptMaskDecoder(nn.Module):
                 f"{tuple(image_embeddings.shape)}, got {tuple(tokens.shape)}"
             )
         q = tokens.shape[1]
-        calls = math.ceil(b * q / self.cpu_prompts_per_call) if image_embeddings.device.type == "cpu" else 1
+        per_call = self.cpu_prompts_per_call if image_embeddings.device.type == "cpu" else None
+        calls = 1 if per_call is None else math.ceil(b * q / per_call)
         if calls <= 1:
             return self._decode(image_embeddings, tokens, multimask_output)
         # One prompt per row, its image's embedding beside it, in calls of near-equal size.
