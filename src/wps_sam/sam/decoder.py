@@ -5,10 +5,10 @@ image's embedding once per prompt (``repeat_interleave``). WPS-SAM decodes Q pro
 images, so :class:`PromptMaskDecoder` runs the same computation, with the mask decoder's own
 submodules, on the B*Q prompts together, each prompt attending to its own image's embedding.
 
-On the CPU it decodes them in calls of at most :data:`CPU_PROMPTS_PER_CALL` prompts (near-equal calls): every prompt
-carries its own copy of the image embedding through the two-way transformer ([prompts, h*w, 256]
-activations), and on the build machine a call of 64 tiny-SAM prompts takes ~27 ms per prompt against
-~16 ms in calls of 16, with the same values (``benchmarks/decoder_chunks.py``).
+On the CPU it decodes them in near-equal calls of at most :data:`CPU_PROMPTS_PER_CALL` prompts:
+every prompt carries its own copy of the image embedding through the two-way transformer
+([prompts, h*w, 256] activations), and on the build machine a call of 64 tiny-SAM prompts takes ~27 ms
+per prompt against ~16 ms in calls of 16, with the same values (``benchmarks/decoder_chunks.py``).
 """
 
 from __future__ import annotations
