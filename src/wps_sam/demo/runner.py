@@ -487,6 +487,39 @@ def _results(
     }
 
 
+def _resolved_settings(settings: DemoSettings | None, quick: bool, steps_scale: int) -> DemoSettings:
+    """``settings`` (default :class:`DemoSettings`, :data:`QUICK_SETTINGS` with ``quick``) with
+    ``steps_scale`` and the bf16 choice filled in (bf16 where the CPU computes it natively)."""
+    from ..engine.device import cpu_has_native_bf16
+
+    if settings is None:
+        settings = QUICK_SETTINGS if quick else DemoSettings()
+    if steps_scale != 1:
+        settings = dataclasses.replace(settings, steps_scale=steps_scale)
+    if settings.cpu_bf16 is None:
+        settings = dataclasses.replace(settings, cpu_bf16=cpu_has_native_bf16())
+    return settings
+
+
+def _embedding_stage(
+    data: _Data, configs: dict[str, Config], cache_dir: Path, sam_checkpoint: str | None, progress: bool
+) -> tuple[Any, dict[str, torch.Tensor], dict[str, dict[str, float]], bool]:
+    """The tiny SAM, the embeddings of every split the methods read (:func:`_encode_splits`), the
+    encoder's statistics, and whether the methods mirror at test time."""
+    from ..sam.backbones import build_sam
+
+    sam = build_sam("tiny", sam_checkpoint)
+    splits = {"train": (data.train_index, False), "val": (data.val.index, False)}
+    if any(cfg.train.augment == "hflip" for cfg in configs.values()):
+        splits[MIRRORED_TRAIN] = (data.train_index, True)
+    # WPS-SAM's evaluation mirrors by itself; the SAM head reads the mirror images' embeddings.
+    flip_test = any(cfg.inference.flip_test for cfg in configs.values())
+    if flip_test:
+        splits[MIRRORED_VAL] = (data.val.index, True)
+    embeddings, encoding = _encode_splits(sam, splits, cache_dir, configs["box"].train, progress)
+    return sam, embeddings, encoding, flip_test
+
+
 def run_demo(
     out: str | Path,
     settings: DemoSettings | None = None,
@@ -508,15 +541,7 @@ def run_demo(
         seed: seeds every trained method (WPS-SAM and both fully-supervised baselines).
         progress: progress bars.
     """
-    from ..engine.device import cpu_has_native_bf16
-    from ..sam.backbones import build_sam
-
-    if settings is None:
-        settings = QUICK_SETTINGS if quick else DemoSettings()
-    if steps_scale != 1:
-        settings = dataclasses.replace(settings, steps_scale=steps_scale)
-    if settings.cpu_bf16 is None:
-        settings = dataclasses.replace(settings, cpu_bf16=cpu_has_native_bf16())
+    settings = _resolved_settings(settings, quick, steps_scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings = _Timings()
@@ -532,15 +557,9 @@ def run_demo(
         for supervision in ("box", "point")
     }
     with timings.stage("embeddings"):
-        sam = build_sam("tiny", sam_checkpoint)
-        splits = {"train": (train_index, False), "val": (val.index, False)}
-        if any(cfg.train.augment == "hflip" for cfg in configs.values()):
-            splits[MIRRORED_TRAIN] = (train_index, True)
-        # WPS-SAM's evaluation mirrors by itself; the SAM head reads the mirror images' embeddings.
-        flip_test = any(cfg.inference.flip_test for cfg in configs.values())
-        if flip_test:
-            splits[MIRRORED_VAL] = (val.index, True)
-        embeddings, encoding = _encode_splits(sam, splits, out / "embeddings", configs["box"].train, progress)
+        sam, embeddings, encoding, flip_test = _embedding_stage(
+            data, configs, out / "embeddings", sam_checkpoint, progress
+        )
 
     scores = _Scores()
     for supervision, cfg in configs.items():
