@@ -20,7 +20,7 @@ from wps_sam.demo.baselines import (
     score,
 )
 from wps_sam.demo.report import targets
-from wps_sam.demo.runner import METHODS, _wps_sam_config, prepare_toyparts
+from wps_sam.demo.runner import METHODS, MIRRORED_VAL, _held_out, _Split, _wps_sam_config, prepare_toyparts
 from wps_sam.engine.device import cpu_has_native_bf16
 from wps_sam.recipes import DEFAULT_RECIPE
 from wps_sam.sam.backbones import build_sam
@@ -270,3 +270,15 @@ def test_no_bf16_makes_the_demo_train_in_float32(monkeypatch, tmp_path, argv, ex
     monkeypatch.setattr(runner, "run_demo", lambda out, settings, **_: seen.update(settings=settings))
     assert main(["demo", "--out", str(tmp_path), *argv]) == 0
     assert seen["settings"].cpu_bf16 is expected  # None: bf16 where the CPU computes it natively
+
+
+def test_the_demo_evaluates_on_its_cached_held_out_embeddings_only_where_they_are_the_evaluators(tmp_path):
+    # The cache mirrors an image before it is fitted into SAM's frame, the evaluator the frame:
+    # the same for square images (ToyParts'), not for others, whose evaluation encodes afresh.
+    cached = {"val": torch.randn(2, 4, 2, 2), MIRRORED_VAL: torch.randn(2, 4, 2, 2)}
+    for name, sizes, expected in [("square", (48, 48), (cached["val"], cached[MIRRORED_VAL])),
+                                  ("oblong", (40, 72), (None, None))]:  # fmt: skip
+        write_part_dataset(tmp_path / name, "val", 2, size_range=sizes, seed=4)
+        index = load_split(tmp_path / name, "val")
+        assert any(e.height != e.width for e in index.images) == (name == "oblong")
+        assert _held_out(_Split(index, [], []), cached) == expected

@@ -88,14 +88,17 @@ class DemoSettings:
     # LR-ASPP: about as long to train as wps-sam-box's prompter plus its encoder pass over the training
     # images. Tuned on the demo's 800 images of earlier releases (README): at 128 px it fits ~7 epochs of
     # them in that time and reaches ~21% mIoU; at the full 256 px 2 epochs, at the all-background floor.
-    # 1100 steps since the prompter trains under bf16 (LR-ASPP does not speed up there): ~0.22 s per step
-    # against wps-sam-box's 162 s + 75 s in the demo of 2026-12-03, where 1300 steps took 287 s (1.21x).
-    fs_steps: int = 1100
+    # 1000 steps since the prompter trains under bf16 (LR-ASPP does not speed up there). The two demos of
+    # 2026-12-03 gave it 0.221 and 0.273 s per step against wps-sam-box's 162 + 75 s and 175 + 80 s:
+    # 1074 and 932 steps of equal time (1300 and 1100 steps took 1.21x and 1.18x).
+    fs_steps: int = 1000
     fs_batch_size: int = 8
     fs_lr: float = 5e-3
     fs_image_size: int | None = 128  # its input side (None: the data's); its maps are upsampled
-    # The SAM head: ~0.29 s per step of 16 embeddings here, so 550 steps take about as long as
-    # wps-sam-box's prompter plus its encoder pass (~160 s). mIoU: 30.5% at 300, 35.1% at 550, 35.4% at 600.
+    # The SAM head reads the same cached embeddings as wps-sam-box: its budget is about the prompter's
+    # training. Under bf16 ~0.27 s per step of 16 embeddings: 550 steps took 150 s against wps-sam-box's
+    # 175 s in the demo of 2026-12-03 (afternoon). mIoU when it was tuned: 30.5% at 300 steps, 35.1% at
+    # 550, 35.4% at 600.
     head_steps: int = 550
     head_batch_size: int = 16
     head_lr: float = 2e-3
@@ -292,12 +295,14 @@ def _wps_sam_stage(
     cfg: Config,
     run: Path,
     val: _Split,
+    embeddings: dict[str, torch.Tensor],
     sam_checkpoint: str | None,
     timings: _Timings,
     scores: _Scores,
     progress: bool,
 ) -> None:
-    """Train WPS-SAM as ``wps-sam train`` does, then evaluate the saved run as ``wps-sam eval`` does."""
+    """Train WPS-SAM as ``wps-sam train`` does, then evaluate the saved run as ``wps-sam eval`` does,
+    on the held-out embeddings of the demo's cache where they are the evaluator's (:func:`_held_out`)."""
     from ..engine.trainer import train
     from ..evaluation.evaluator import evaluate
     from ..predictor import PartPredictor
@@ -309,8 +314,15 @@ def _wps_sam_stage(
         train(cfg, run, progress=progress)
     with timings.stage(f"{name}/eval"):
         predictor = PartPredictor.from_run(run, cfg.train.device, sam_checkpoint)
+        held_out, mirrored = _held_out(val, embeddings)
         scores.methods[name] = evaluate(
-            predictor.model, val.index, predictor.cfg, predictor.device, progress=progress
+            predictor.model,
+            val.index,
+            predictor.cfg,
+            predictor.device,
+            progress=progress,
+            embeddings=held_out,
+            mirrored_embeddings=mirrored,
         )
     scores.grid_maps[name] = [
         torch.from_numpy(predictor.predict(read_image(val.index.images[i].path)).label_map)
@@ -327,6 +339,17 @@ def _wps_sam_stage(
         "image_passes": steps * cfg.train.batch_size,
         "seconds": timings[f"{name}/train"],
     }
+
+
+def _held_out(
+    val: _Split, embeddings: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The cached embeddings of the held-out images and of their mirror images, as the evaluator reads
+    them, or (None, None): the evaluator encodes. The cache mirrors an image before it is fitted into
+    SAM's square frame, the evaluator the frame; the two agree when the image fills the frame."""
+    if any(entry.height != entry.width for entry in val.index.images):
+        return None, None
+    return embeddings["val"], embeddings.get(MIRRORED_VAL)
 
 
 def _score_stage(
@@ -563,9 +586,8 @@ def run_demo(
 
     scores = _Scores()
     for supervision, cfg in configs.items():
-        _wps_sam_stage(
-            cfg, out / "runs" / f"wps-sam-{supervision}", val, sam_checkpoint, timings, scores, progress
-        )
+        run = out / "runs" / f"wps-sam-{supervision}"
+        _wps_sam_stage(cfg, run, val, embeddings, sam_checkpoint, timings, scores, progress)
     oracle = baselines.SamBoxOracle(sam, val.index, embeddings["val"])
     _score_stage("sam-gt-box-oracle", oracle, val, timings, scores, progress)
     _score_stage(

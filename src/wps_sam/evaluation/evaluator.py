@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..config import Config
@@ -32,11 +33,17 @@ def evaluate(
     device: torch.device,
     batch_size: int | None = None,
     progress: bool = True,
+    embeddings: Tensor | None = None,
+    mirrored_embeddings: Tensor | None = None,
 ) -> dict[str, Any]:
     """Standard mIoU/mACC (one confusion matrix, original frame) and the paper protocol of ``index``.
 
-    Returns ``{"miou", "macc", "pixel_acc", "per_class", "confusion", "paper_protocol": {...},
-    "images": n}``; ``confusion`` is the [C+1, C+1] pixel count matrix (rows: ground truth).
+    ``embeddings``: [N, 256, h, w] the frozen encoder's embeddings of ``index.images`` in order (any
+    float dtype: an embedding cache's rows), read instead of encoding the images; with
+    ``inference.flip_test`` also ``mirrored_embeddings`` [N, 256, h, w], those of the left-right mirrored
+    input frames. Returns ``{"miou", "macc", "pixel_acc", "per_class", "confusion",
+    "paper_protocol": {...}, "images": n}``; ``confusion`` is the [C+1, C+1] pixel count matrix (rows:
+    ground truth).
     """
     from tqdm import tqdm
 
@@ -44,6 +51,8 @@ def evaluate(
         raise DataError(
             f"split '{index.split}' of {index.root} has no segmentation masks; evaluation needs masks"
         )
+    if embeddings is not None:
+        _check_embeddings(embeddings, mirrored_embeddings, len(index.images), cfg.inference.flip_test)
     image_size = model.image_encoder.img_size
     # The parts' points are never read here: box centres spare the interior points' distance transform.
     dataset = PartSegmentationDataset(index, SamTransform(image_size), point_mode="box_center")
@@ -60,12 +69,9 @@ def evaluate(
     was_training = model.prompter.training
     model.eval()
     for batch in tqdm(loader, desc=f"eval {index.split}", disable=not progress, dynamic_ncols=True):
-        images = batch["images"].to(device)
-        with encoder_autocast(device, cfg.train.amp, cfg.train.cpu_amp):
-            embeddings = model.embed(images).float()
-            mirrored = model.embed(images, mirrored=True).float() if cfg.inference.flip_test else None
+        embedded, mirrored = _batch_embeddings(model, batch, cfg, device, embeddings, mirrored_embeddings)
         predictions = model.predict(
-            embeddings,
+            embedded,
             cfg.inference.score_threshold,
             cfg.inference.point_multimask,
             mirrored_embeddings=mirrored,
@@ -102,6 +108,43 @@ def evaluate(
     result["paper_protocol"] = paper.compute()
     result["images"] = len(dataset)
     return result
+
+
+def _batch_embeddings(
+    model: WPSSAM,
+    batch: dict[str, Any],
+    cfg: Config,
+    device: torch.device,
+    embeddings: Tensor | None,
+    mirrored_embeddings: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """float32 [B, 256, h, w] embeddings of the batch's images and, with ``inference.flip_test``, of
+    their mirrored frames: the given rows, or the frozen encoder's."""
+    flip_test = cfg.inference.flip_test
+    if embeddings is not None:
+        rows = torch.tensor([t["index"] for t in batch["targets"]])
+        mirrored = mirrored_embeddings[rows].to(device).float() if flip_test else None
+        return embeddings[rows].to(device).float(), mirrored
+    images = batch["images"].to(device)
+    with encoder_autocast(device, cfg.train.amp, cfg.train.cpu_amp):
+        embedded = model.embed(images).float()
+        mirrored = model.embed(images, mirrored=True).float() if flip_test else None
+    return embedded, mirrored
+
+
+def _check_embeddings(embeddings: Tensor, mirrored: Tensor | None, num_images: int, flip_test: bool) -> None:
+    if embeddings.dim() != 4 or len(embeddings) != num_images:
+        raise ValueError(
+            f"evaluate: embeddings must be [{num_images}, C, h, w], one per image of the split; got "
+            f"{tuple(embeddings.shape)}"
+        )
+    if flip_test and mirrored is None:
+        raise ValueError("evaluate: inference.flip_test needs the mirrored frames' embeddings too")
+    if flip_test and mirrored.shape != embeddings.shape:
+        raise ValueError(
+            f"evaluate: mirrored embeddings {tuple(mirrored.shape)} must match the embeddings "
+            f"{tuple(embeddings.shape)}"
+        )
 
 
 def _probability(logit_threshold: float) -> float:
