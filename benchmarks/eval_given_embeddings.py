@@ -20,32 +20,21 @@ from pathlib import Path
 
 import torch
 
-from wps_sam.cache import CacheContext, EmbeddingCache, sam_fingerprint
-from wps_sam.data.cached import cache_dataset
 from wps_sam.data.coco import load_split
-from wps_sam.data.datasets import PartSegmentationDataset
-from wps_sam.data.transforms import SamTransform
-from wps_sam.engine.device import encoder_dtype
+from wps_sam.demo.runner import MIRRORED_VAL, encode_splits
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor
 from wps_sam.sam.backbones import build_sam
-from wps_sam.sam.encoder import EncoderRunner
 
 
 def cached_held_out(predictor: PartPredictor, demo: Path, index) -> tuple[torch.Tensor, torch.Tensor]:
     """The demo cache's float16 rows [N, 256, h, w] of ``index``'s images and of their mirror images,
-    keyed as the demo keys them (the shipped tiny SAM, the encoder precision of the run's training)."""
-    sam = build_sam("tiny")
-    train_cfg = predictor.cfg.train
-    dtype = encoder_dtype(predictor.device, train_cfg.amp, train_cfg.cpu_amp)
-    runner = EncoderRunner(sam.image_encoder, dtype=dtype)
-    context = CacheContext(sam_fingerprint(sam), sam.image_encoder.img_size, runner.precision)
-    cache = EmbeddingCache(demo / "embeddings")
-    rows = []
-    for mirrored in (False, True):
-        dataset = PartSegmentationDataset(index, SamTransform(context.image_size), mirrored=mirrored)
-        rows.append(cache.get(cache_dataset(dataset, cache, runner, context, progress=False)))
-    return rows[0], rows[1]
+    read as the demo reads them (the shipped tiny SAM, the encoder precision of the run's training)."""
+    splits = {"val": (index, False), MIRRORED_VAL: (index, True)}
+    rows, _ = encode_splits(
+        build_sam("tiny"), splits, demo / "embeddings", predictor.cfg.train, progress=False
+    )
+    return rows["val"], rows[MIRRORED_VAL]
 
 
 def main() -> None:

@@ -49,10 +49,13 @@ def main() -> None:
     train = load_split(args.demo / "toyparts", "train")
     sam = build_sam("tiny")
     dtype = encoder_dtype(torch.device("cpu"), cfg["train"]["amp"], cfg["train"]["cpu_amp"])
-    context = CacheContext(sam_fingerprint(sam), 256, EncoderRunner(sam.image_encoder, dtype=dtype).precision)
+    side = sam.image_encoder.img_size
+    context = CacheContext(
+        sam_fingerprint(sam), side, EncoderRunner(sam.image_encoder, dtype=dtype).precision
+    )
     cache = EmbeddingCache(cache_dir)
-    images = dataset_keys(PartSegmentationDataset(train, SamTransform(256)), context)
-    mirrors = dataset_keys(PartSegmentationDataset(train, SamTransform(256), mirrored=True), context)
+    images = dataset_keys(PartSegmentationDataset(train, SamTransform(side)), context)
+    mirrors = dataset_keys(PartSegmentationDataset(train, SamTransform(side), mirrored=True), context)
     shards: dict[str, np.ndarray] = {}
     differences = []
     for image_key, mirror_key in zip(images, mirrors):

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wps_sam.config import TrainConfig
 from wps_sam.data.coco import load_split
 from wps_sam.demo import baselines
-from wps_sam.demo.runner import DemoSettings, _encode_splits, prepare_toyparts
+from wps_sam.demo.runner import DemoSettings, encode_splits, prepare_toyparts
+from wps_sam.engine.device import cpu_has_native_bf16
 from wps_sam.pretraining import evaluate_coco_miou
 from wps_sam.sam.backbones import build_sam
 from wps_sam.synthetic.toyparts import generate_toyparts
@@ -51,7 +53,10 @@ def demo_split(sam, out: Path) -> dict:
     prepare_toyparts(root, DemoSettings(), progress=False)
     train = load_split(root, "train")
     val = load_split(root, "val", class_names=train.class_names)
-    embeddings, _ = _encode_splits(sam, {"val": (val, False)}, out / "demo" / "embeddings", progress=False)
+    # The encoder's precision of the demo: bf16 where the CPU computes it natively.
+    encoder_cfg = TrainConfig(cpu_amp=cpu_has_native_bf16())
+    cache_dir = out / "demo" / "embeddings"
+    embeddings, _ = encode_splits(sam, {"val": (val, False)}, cache_dir, encoder_cfg, progress=False)
     gt = [baselines.gt_semantic_map(e) for e in val.images]
     oracle = baselines.score(
         baselines.SamBoxOracle(sam, val, embeddings["val"]), gt, val.class_names, "", False

@@ -220,7 +220,7 @@ def _wps_sam_config(
     return dataclasses.replace(cfg, train=train_cfg)
 
 
-def _encode_splits(
+def encode_splits(
     sam: Any,
     indices: dict[str, tuple[PartDataIndex, bool]],
     cache_dir: Path,
@@ -527,7 +527,7 @@ def _resolved_settings(settings: DemoSettings | None, quick: bool, steps_scale: 
 def _embedding_stage(
     data: _Data, configs: dict[str, Config], cache_dir: Path, sam_checkpoint: str | None, progress: bool
 ) -> tuple[Any, dict[str, torch.Tensor], dict[str, dict[str, float]], bool]:
-    """The tiny SAM, the embeddings of every split the methods read (:func:`_encode_splits`), the
+    """The tiny SAM, the embeddings of every split the methods read (:func:`encode_splits`), the
     encoder's statistics, and whether the methods mirror at test time."""
     from ..sam.backbones import build_sam
 
@@ -539,7 +539,7 @@ def _embedding_stage(
     flip_test = any(cfg.inference.flip_test for cfg in configs.values())
     if flip_test:
         splits[MIRRORED_VAL] = (data.val.index, True)
-    embeddings, encoding = _encode_splits(sam, splits, cache_dir, configs["box"].train, progress)
+    embeddings, encoding = encode_splits(sam, splits, cache_dir, configs["box"].train, progress)
     return sam, embeddings, encoding, flip_test
 
 
