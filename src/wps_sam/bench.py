@@ -165,10 +165,10 @@ class _Run:
     start: dict[str, Tensor]  # the prompter's initial weights
 
     def optimiser(self) -> tuple[torch.optim.Optimizer, Any]:
-        from .engine.schedule import warmup_cosine
+        from .engine.schedule import adamw, warmup_cosine
 
         self.model.prompter.load_state_dict(self.start)  # the same start for both loops
-        opt = torch.optim.AdamW(self.model.prompter.parameters(), lr=1e-4, weight_decay=1e-4)
+        opt = adamw(self.model.prompter.parameters(), 1e-4, 1e-4)  # the trainer's optimiser
         return opt, warmup_cosine(opt, min(250, self.total_steps // 10), self.total_steps)
 
     def batch(self, step: int) -> list[int]:
