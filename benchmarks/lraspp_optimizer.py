@@ -21,7 +21,7 @@ import torch
 
 from wps_sam.data.coco import load_split
 from wps_sam.demo import baselines
-from wps_sam.demo.runner import DemoSettings
+from wps_sam.demo.runner import DemoSettings, fit_lraspp
 
 
 def per_tensor_adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -48,20 +48,7 @@ def main() -> None:
     for seed in args.seeds:
         for name, make in (("fused", fused), ("per-tensor", per_tensor_adamw)):
             baselines.adamw = make
-            torch.manual_seed(seed)
-            net = baselines.lraspp(train_index.num_classes + 1)
-            budget = baselines.fit_segmenter(
-                net,
-                baselines.lraspp_batch(net, fs_train),
-                len(train_index.images),
-                settings.fs_steps,
-                settings.fs_batch_size,
-                settings.fs_lr,
-                warmup_steps=settings.fs_steps // 20,
-                seed=seed,
-                progress=False,
-                class_weights=weights,
-            )
+            net, budget = fit_lraspp(fs_train, train_index.num_classes + 1, weights, settings, seed, False)
             predict = baselines.lraspp_predictor(net, fs_val, flip_test=True)
             result = baselines.score(predict, val_maps, val_index.class_names, name, progress=False)
             print(json.dumps({"adamw": name, "seed": seed, "miou": round(result["miou"], 4),

@@ -388,26 +388,11 @@ def _fully_supervised_stages(
     # Both baselines weigh their cross-entropy towards the small parts (without, they paint background).
     weights = baselines.balanced_class_weights(train_data.labels, num_labels)
     n = len(train_index.images)
-    fs_steps = settings.fs_steps * settings.steps_scale
     head_steps = settings.head_steps * settings.steps_scale
 
     name = "fully-supervised"
     with timings.stage(f"{name}/train"):
-        torch.manual_seed(seed)
-        net = baselines.lraspp(num_labels)
-        scores.budgets[name] = baselines.fit_segmenter(
-            net,
-            baselines.lraspp_batch(net, fs_train),
-            n,
-            fs_steps,
-            settings.fs_batch_size,
-            settings.fs_lr,
-            warmup_steps=fs_steps // 20,
-            seed=seed,
-            desc=name,
-            progress=progress,
-            class_weights=weights,
-        )
+        net, scores.budgets[name] = fit_lraspp(fs_train, num_labels, weights, settings, seed, progress)
     _score_stage(name, baselines.lraspp_predictor(net, fs_val, flip_test), val, timings, scores, progress)
 
     name = "fully-supervised-sam-head"
@@ -432,6 +417,36 @@ def _fully_supervised_stages(
     mirrored = embeddings[MIRRORED_VAL] if flip_test else None
     predict = baselines.head_predictor(head, embeddings["val"], val_data, mirrored)
     _score_stage(name, predict, val, timings, scores, progress)
+
+
+def fit_lraspp(
+    train: baselines.SemanticSplit,
+    num_labels: int,
+    class_weights: torch.Tensor,
+    settings: DemoSettings,
+    seed: int,
+    progress: bool = True,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The demo's ``fully-supervised`` baseline: LR-ASPP from scratch on ``train`` with the ``fs_*``
+    settings (``steps_scale`` times ``fs_steps``). Returns the network and
+    :func:`~.baselines.fit_segmenter`'s budget."""
+    steps = settings.fs_steps * settings.steps_scale
+    torch.manual_seed(seed)
+    net = baselines.lraspp(num_labels)
+    budget = baselines.fit_segmenter(
+        net,
+        baselines.lraspp_batch(net, train),
+        len(train.labels),
+        steps,
+        settings.fs_batch_size,
+        settings.fs_lr,
+        warmup_steps=steps // 20,
+        seed=seed,
+        desc="fully-supervised",
+        progress=progress,
+        class_weights=class_weights,
+    )
+    return net, budget
 
 
 @dataclass

@@ -23,7 +23,7 @@ def adamw(params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> tor
     took 0.4 ms against 1.8 ms, of LR-ASPP (178 tensors) 2.3 ms against 8.9 ms.
     """
     params = list(params)
-    fused = bool(params) and all(p.device.type in FUSED_ADAMW_DEVICES for p in params)
+    fused = all(p.device.type in FUSED_ADAMW_DEVICES for p in params)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
