@@ -24,14 +24,13 @@ import numpy as np
 import torch
 import yaml
 
-from wps_sam.cache import CacheContext, EmbeddingCache, sam_fingerprint
-from wps_sam.data.cached import dataset_keys
+from wps_sam.cache import EmbeddingCache, sam_fingerprint
+from wps_sam.data.cached import cache_encoder, dataset_keys
 from wps_sam.data.coco import load_split
 from wps_sam.data.datasets import PartSegmentationDataset
 from wps_sam.data.transforms import SamTransform
 from wps_sam.engine.device import encoder_dtype
 from wps_sam.sam.backbones import build_sam
-from wps_sam.sam.encoder import EncoderRunner
 
 
 def main() -> None:
@@ -50,9 +49,7 @@ def main() -> None:
     sam = build_sam("tiny")
     dtype = encoder_dtype(torch.device("cpu"), cfg["train"]["amp"], cfg["train"]["cpu_amp"])
     side = sam.image_encoder.img_size
-    context = CacheContext(
-        sam_fingerprint(sam), side, EncoderRunner(sam.image_encoder, dtype=dtype).precision
-    )
+    _, context = cache_encoder(sam.image_encoder, sam_fingerprint(sam), dtype)
     cache = EmbeddingCache(cache_dir)
     images = dataset_keys(PartSegmentationDataset(train, SamTransform(side)), context)
     mirrors = dataset_keys(PartSegmentationDataset(train, SamTransform(side), mirrored=True), context)

@@ -77,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from .atomic import atomic_write_json
+    from .data.cached import split_embeddings
     from .data.checks import triaged_split
     from .evaluation.evaluator import evaluate
     from .plots import confusion_chart, per_class_iou_chart
@@ -93,6 +94,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         recheck=args.recheck,
     )
+    embeddings, mirrored = None, None
+    if predictor.cfg.train.cache if args.cache is None else args.cache:
+        embeddings, mirrored = split_embeddings(
+            index,
+            predictor.model.image_encoder,
+            predictor.sam_fingerprint,
+            predictor.cfg.train,
+            predictor.device,
+            predictor.cfg.inference.flip_test,
+            progress=not args.no_progress,
+        )
     result = evaluate(
         predictor.model,
         index,
@@ -100,6 +112,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         predictor.device,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        embeddings=embeddings,
+        mirrored_embeddings=mirrored,
     )
     result.update({"split": args.split, "data": str(Path(args.data).resolve())})
     out = Path(args.run) / f"eval-{args.split}.json"
@@ -516,6 +530,13 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recheck", action="store_true", help=RECHECK_HELP)
     p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
+    p.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        help="read the split's embeddings through the embedding cache, encoding only the images not in "
+        "it (default: the run's train.cache; folder: its train.cache_dir, $WPS_SAM_CACHE or "
+        "~/.cache/wps-sam/embeddings)",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .build import build_wps_sam
+from .cache import sam_fingerprint
 from .config import Config, validate
 from .data.transforms import SamTransform
 from .engine.loop import encoder_autocast
@@ -82,11 +83,21 @@ def _with_flip_test(cfg: Config, flip_test: bool, weights: str | Path) -> Config
 
 
 class PartPredictor:
-    def __init__(self, model: WPSSAM, class_names: list[str], cfg: Config, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: WPSSAM,
+        class_names: list[str],
+        cfg: Config,
+        device: torch.device,
+        sam_fingerprint: str | None = None,
+    ) -> None:
+        """``sam_fingerprint``: :func:`~wps_sam.cache.sam_fingerprint` of the model's SAM, which keys its
+        embeddings in the embedding cache (``None``: not known, nothing is cached)."""
         self.model = model.to(device).eval()
         self.class_names = class_names
         self.cfg = cfg
         self.device = device
+        self.sam_fingerprint = sam_fingerprint
         self.transform = SamTransform(model.image_encoder.img_size)
 
     @classmethod
@@ -134,7 +145,7 @@ class PartPredictor:
             raise CheckpointError(
                 f"{weights}: prompter weights do not fit its config ({str(exc).splitlines()[0]})"
             ) from None
-        return cls(model, class_names, cfg, resolve_device(device))
+        return cls(model, class_names, cfg, resolve_device(device), sam_fingerprint(sam))
 
     @torch.no_grad()
     def predict_torch(

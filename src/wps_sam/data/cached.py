@@ -13,22 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..cache import CacheContext, EmbeddingCache, sam_fingerprint
+from ..cache import CacheContext, EmbeddingCache, default_cache_dir, sam_fingerprint
+from ..config import TrainConfig
 from ..engine.distributed import barrier, get_rank, get_world_size, init_distributed
 from ..errors import DataError
 from ..hashing import sha256_of
-from .coco import load_split
+from ..sam.encoder import EncoderRunner
+from .coco import PartDataIndex, load_split
 from .datasets import TARGET_KEYS, PartSegmentationDataset
 from .images import image_size
 from .transforms import SamTransform
 
 logger = logging.getLogger(__name__)
 
-# The cache variant of the embeddings of mirrored images (CacheContext.variant).
+# The cache variants (CacheContext.variant) of the embeddings of mirrored images (the training
+# augmentation: an image flipped before it is fitted into SAM's frame) and of mirrored input frames
+# (test-time mirroring: the whole S x S frame flipped, padding included, as ``WPSSAM.embed(...,
+# mirrored=True)`` encodes it; the two agree when an image fills the frame).
 MIRRORED = "hflip"
+MIRRORED_FRAME = "frame-hflip"
 
 
 class ImageLoader:
@@ -41,13 +47,37 @@ class ImageLoader:
         return self.dataset.transform.apply_image(self.dataset.read_image(i))
 
 
-def dataset_keys(dataset: PartSegmentationDataset, context: CacheContext) -> list[str]:
+class MirroredFrameLoader(ImageLoader):
+    """``load(i)``: the input frame [3, S, S] of image ``i`` flipped left-right (test-time mirroring)."""
+
+    def __call__(self, i: int) -> Tensor:
+        return super().__call__(i).flip(-1)
+
+
+def cache_encoder(
+    image_encoder: nn.Module, fingerprint: str, dtype: torch.dtype | None, compile: bool = False
+) -> tuple[EncoderRunner, CacheContext]:
+    """The encoder pass that fills the cache and the context that keys what it writes.
+
+    ``fingerprint``: :func:`~wps_sam.cache.sam_fingerprint` of the SAM; ``dtype``: the pass's autocast
+    (:func:`~wps_sam.engine.device.encoder_dtype`), part of the key through the runner's precision.
+    """
+    runner = EncoderRunner(image_encoder, dtype=dtype, compile=compile)
+    return runner, CacheContext(fingerprint, image_encoder.img_size, runner.precision)
+
+
+def dataset_keys(
+    dataset: PartSegmentationDataset, context: CacheContext, mirrored_frames: bool = False
+) -> list[str]:
     """The cache key of every image of ``dataset`` (hashes every file once); a mirrored data set's
-    images are keyed under the :data:`MIRRORED` variant of ``context``."""
+    images are keyed under the :data:`MIRRORED` variant of ``context``, their mirrored input frames
+    (``mirrored_frames``) under :data:`MIRRORED_FRAME`."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if dataset.mirrored:
-        context = replace(context, variant=MIRRORED)
+    if dataset.mirrored and mirrored_frames:
+        raise ValueError("dataset_keys: the mirrored frames of a mirrored data set are its own frames")
+    if dataset.mirrored or mirrored_frames:
+        context = replace(context, variant=MIRRORED if dataset.mirrored else MIRRORED_FRAME)
 
     paths = [entry.path for entry in dataset.index.images]
     with ThreadPoolExecutor(max_workers=8) as pool:  # hashlib releases the GIL on large buffers
@@ -94,6 +124,57 @@ class CachedEmbeddingDataset(Dataset):
         if self.read_embeddings:
             item["embedding"] = self.cache.get([self.keys[i]])[0]
         return item
+
+
+class CachedRows:
+    """A split's embeddings in the cache, by position: ``rows[idx]`` (positions, a list or a LongTensor)
+    -> float16 [len(idx), 256, h, w], read from disk at each call, so that a split of any size is
+    never held in memory; what :func:`~wps_sam.evaluation.evaluator.evaluate` reads in place of
+    encoding the images."""
+
+    def __init__(self, cache: EmbeddingCache, keys: Sequence[str]) -> None:
+        missing = cache.missing(keys)
+        if missing:
+            raise DataError(f"{len(missing)} of the split's embeddings are not in the cache {cache.root}")
+        self.cache, self.keys = cache, list(keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, rows: Sequence[int] | Tensor) -> Tensor:
+        return self.cache.get([self.keys[int(r)] for r in rows])
+
+
+def split_embeddings(
+    index: PartDataIndex,
+    image_encoder: nn.Module,
+    fingerprint: str,
+    train_cfg: TrainConfig,
+    device: torch.device,
+    mirrored_frames: bool,
+    progress: bool = True,
+) -> tuple[CachedRows, CachedRows | None]:
+    """The embeddings of every image of a split and, with ``mirrored_frames``, of their mirrored input
+    frames (test-time mirroring), through the embedding cache: encoded once, in the precision and
+    cache folder of ``train_cfg`` (as the training images are), then read back; what ``wps-sam eval``
+    and the trainer's validation read instead of encoding the split at every call.
+
+    One process encodes, with no barrier (under torchrun only rank 0 validates), and eagerly: a split
+    is encoded once, so ``train.compile_encoder``'s compilation would not pay for itself.
+    """
+    from ..engine.device import encoder_dtype
+
+    dtype = encoder_dtype(device, train_cfg.amp, train_cfg.cpu_amp)
+    runner, context = cache_encoder(image_encoder, fingerprint, dtype)
+    cache = EmbeddingCache(train_cfg.cache_dir or default_cache_dir())
+    dataset = PartSegmentationDataset(index, SamTransform(context.image_size), point_mode="box_center")
+    rows = []
+    for frames in (False, True) if mirrored_frames else (False,):
+        keys = dataset_keys(dataset, context, mirrored_frames=frames)
+        load = MirroredFrameLoader(dataset) if frames else ImageLoader(dataset)
+        cache.build(keys, load, runner, train_cfg.batch_size, num_workers=0, progress=progress)
+        rows.append(CachedRows(cache, keys))
+    return rows[0], rows[1] if mirrored_frames else None
 
 
 def collate_cached(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -159,7 +240,6 @@ def precompute_cache(
     """
     from ..engine.device import resolve_device
     from ..sam.backbones import build_sam
-    from ..sam.encoder import EncoderRunner
 
     rank, _, local_rank = init_distributed()
     dev = resolve_device(device)
@@ -169,8 +249,7 @@ def precompute_cache(
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
     sam = build_sam(sam_type, sam_checkpoint, sha256=sam_sha256)
-    runner = EncoderRunner(sam.image_encoder.to(dev), dtype=dtypes[dtype], compile=compile)
-    context = CacheContext(sam_fingerprint(sam), sam.image_encoder.img_size, runner.precision)
+    runner, context = cache_encoder(sam.image_encoder.to(dev), sam_fingerprint(sam), dtypes[dtype], compile)
     dataset = PartSegmentationDataset(load_split(data_root, split), SamTransform(context.image_size))
     cache = EmbeddingCache(cache_dir)
     before = len(cache)

@@ -235,16 +235,14 @@ def encode_splits(
     the CPU computes it natively), so that WPS-SAM's trainings find every embedding cached. Also
     returns, per name, how many images were encoded now (the others were cached) and how long it took.
     """
-    from ..cache import CacheContext, EmbeddingCache, sam_fingerprint
-    from ..data.cached import cache_dataset
+    from ..cache import EmbeddingCache, sam_fingerprint
+    from ..data.cached import cache_dataset, cache_encoder
     from ..data.datasets import PartSegmentationDataset
     from ..data.transforms import SamTransform
     from ..engine.device import encoder_dtype
-    from ..sam.encoder import EncoderRunner
 
     dtype = encoder_dtype(sam.device, train_cfg.amp, train_cfg.cpu_amp)
-    runner = EncoderRunner(sam.image_encoder, dtype=dtype)
-    context = CacheContext(sam_fingerprint(sam), sam.image_encoder.img_size, runner.precision)
+    runner, context = cache_encoder(sam.image_encoder, sam_fingerprint(sam), dtype)
     cache = EmbeddingCache(cache_dir)
     out, stats = {}, {}
     for name, (index, mirrored) in indices.items():

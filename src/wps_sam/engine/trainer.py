@@ -21,16 +21,22 @@ from segment_anything.modeling import Sam
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..build import build_denoiser, build_sam_from_config, build_training_criterion, build_wps_sam
-from ..cache import CacheContext, EmbeddingCache, default_cache_dir, sam_fingerprint
+from ..cache import EmbeddingCache, default_cache_dir, sam_fingerprint
 from ..config import Config, config_to_dict, save_config
-from ..data.cached import CachedEmbeddingDataset, cache_dataset, collate_cached
+from ..data.cached import (
+    CachedEmbeddingDataset,
+    CachedRows,
+    cache_dataset,
+    cache_encoder,
+    collate_cached,
+    split_embeddings,
+)
 from ..data.checks import triaged_split
 from ..data.coco import PartDataIndex, find_annotation_file
 from ..data.datasets import PartSegmentationDataset, check_supervision, collate_parts
 from ..data.transforms import SamTransform
 from ..errors import CheckpointError, DataError, TrainingError
 from ..modeling.wps_sam import WPSSAM
-from ..sam.encoder import EncoderRunner
 from . import run_dir
 from .device import cpu_has_native_bf16, encoder_dtype, resolve_device
 from .distributed import all_reduce_mean, init_distributed, wrap_prompter
@@ -78,6 +84,9 @@ class _Run:
     prompter: torch.nn.Module
     global_step: int = 0
     scalars: ScalarLog | None = None  # the main process's metrics.jsonl and TensorBoard writer
+    # The validation split's cached embeddings (and its mirrored frames' under inference.flip_test);
+    # None: validation encodes the images (train.cache off, or no validation).
+    val_embeddings: tuple[CachedRows, CachedRows | None] | None = None
 
     @property
     def main_process(self) -> bool:
@@ -192,6 +201,11 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
         train_set, collate, cache, optimizer, scheduler, steps_per_epoch, total_steps, sam_sha256,
         model.prompter,
     )  # fmt: skip
+    if val_index is not None and val_index.has_masks and cfg.train.cache:
+        run.val_embeddings = split_embeddings(
+            val_index, model.image_encoder, sam_fingerprint(sam), cfg.train, device,
+            cfg.inference.flip_test, progress,
+        )  # fmt: skip
     if state is not None:
         _restore(run, state)
     else:
@@ -323,7 +337,11 @@ def _validate(run: _Run, epoch: int, bar: Any) -> None:
     if run.val_index is None or not run.val_index.has_masks:
         return
     run.model.eval()
-    metrics = evaluate(run.model, run.val_index, run.cfg, run.device, progress=False)
+    embeddings, mirrored = run.val_embeddings or (None, None)
+    metrics = evaluate(
+        run.model, run.val_index, run.cfg, run.device, progress=False,
+        embeddings=embeddings, mirrored_embeddings=mirrored,
+    )  # fmt: skip
     run.model.train()
     record = {
         "step": run.global_step,
@@ -347,12 +365,12 @@ def _embedding_source(
     encoder runs once per image and variant) or images."""
     if not cfg.train.cache:
         return ConcatDataset(datasets), collate_parts, None
-    runner = EncoderRunner(
+    runner, context = cache_encoder(
         model.image_encoder,
-        dtype=encoder_dtype(device, cfg.train.amp, cfg.train.cpu_amp),
-        compile=cfg.train.compile_encoder,
+        sam_fingerprint(sam),
+        encoder_dtype(device, cfg.train.amp, cfg.train.cpu_amp),
+        cfg.train.compile_encoder,
     )
-    context = CacheContext(sam_fingerprint(sam), model.image_encoder.img_size, runner.precision)
     cache = EmbeddingCache(cfg.train.cache_dir or default_cache_dir())
     sources = []
     for dataset in datasets:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..config import Config
+from ..data.cached import CachedRows
 from ..data.coco import PartDataIndex, instance_mask
 from ..data.datasets import PartSegmentationDataset, collate_parts
 from ..data.transforms import SamTransform
@@ -33,15 +34,15 @@ def evaluate(
     device: torch.device,
     batch_size: int | None = None,
     progress: bool = True,
-    embeddings: Tensor | None = None,
-    mirrored_embeddings: Tensor | None = None,
+    embeddings: Tensor | CachedRows | None = None,
+    mirrored_embeddings: Tensor | CachedRows | None = None,
 ) -> dict[str, Any]:
     """Standard mIoU/mACC (one confusion matrix, original frame) and the paper protocol of ``index``.
 
     ``embeddings``: [N, 256, h, w] the frozen encoder's embeddings of ``index.images`` in order (any
-    float dtype: an embedding cache's rows), read instead of encoding the images; with
-    ``inference.flip_test`` also ``mirrored_embeddings`` [N, 256, h, w], those of the left-right mirrored
-    input frames. Returns ``{"miou", "macc", "pixel_acc", "per_class", "confusion",
+    float dtype), or the embedding cache's rows of them (:func:`~wps_sam.data.cached.split_embeddings`),
+    read instead of encoding the images; with ``inference.flip_test`` also ``mirrored_embeddings``,
+    those of the left-right mirrored input frames. Returns ``{"miou", "macc", "pixel_acc", "per_class", "confusion",
     "paper_protocol": {...}, "images": n}``; ``confusion`` is the [C+1, C+1] pixel count matrix (rows:
     ground truth).
     """
@@ -115,8 +116,8 @@ def _batch_embeddings(
     batch: dict[str, Any],
     cfg: Config,
     device: torch.device,
-    embeddings: Tensor | None,
-    mirrored_embeddings: Tensor | None,
+    embeddings: Tensor | CachedRows | None,
+    mirrored_embeddings: Tensor | CachedRows | None,
 ) -> tuple[Tensor, Tensor | None]:
     """float32 [B, 256, h, w] embeddings of the batch's images and, with ``inference.flip_test``, of
     their mirrored frames: the given rows, or the frozen encoder's."""
@@ -132,18 +133,30 @@ def _batch_embeddings(
     return embedded, mirrored
 
 
-def _check_embeddings(embeddings: Tensor, mirrored: Tensor | None, num_images: int, flip_test: bool) -> None:
-    if embeddings.dim() != 4 or len(embeddings) != num_images:
+def _check_embeddings(
+    embeddings: Tensor | CachedRows, mirrored: Tensor | CachedRows | None, num_images: int, flip_test: bool
+) -> None:
+    """One row per image; cached rows are checked by count (their shape is the cache's)."""
+    if len(embeddings) != num_images or (isinstance(embeddings, Tensor) and embeddings.dim() != 4):
+        shape = (
+            tuple(embeddings.shape) if isinstance(embeddings, Tensor) else f"{len(embeddings)} cached rows"
+        )
         raise ValueError(
-            f"evaluate: embeddings must be [{num_images}, C, h, w], one per image of the split; got "
-            f"{tuple(embeddings.shape)}"
+            f"evaluate: embeddings must be [{num_images}, C, h, w], one per image of the split; got {shape}"
         )
     if flip_test and mirrored is None:
         raise ValueError("evaluate: inference.flip_test needs the mirrored frames' embeddings too")
-    if flip_test and mirrored.shape != embeddings.shape:
+    if not flip_test:
+        return
+    if isinstance(mirrored, Tensor) and isinstance(embeddings, Tensor):
+        if mirrored.shape != embeddings.shape:
+            raise ValueError(
+                f"evaluate: mirrored embeddings {tuple(mirrored.shape)} must match the embeddings "
+                f"{tuple(embeddings.shape)}"
+            )
+    elif len(mirrored) != len(embeddings):
         raise ValueError(
-            f"evaluate: mirrored embeddings {tuple(mirrored.shape)} must match the embeddings "
-            f"{tuple(embeddings.shape)}"
+            f"evaluate: {len(mirrored)} mirrored embeddings must match the {len(embeddings)} embeddings"
         )
 
 
