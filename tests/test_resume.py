@@ -132,3 +132,10 @@ def test_records_after_the_resumed_step_are_dropped(tmp_path):
     assert kept == lines[:3]
     assert run_dir.drop_metrics_after(tmp_path, 2) == 0
     assert run_dir.drop_metrics_after(tmp_path / "absent", 2) == 0
+
+
+def test_trained_steps_is_the_last_logged_step(tmp_path):
+    assert run_dir.trained_steps(tmp_path) == 0  # nothing logged yet
+    lines = [{"step": 25, "loss": 1.0}, {"step": 30, "loss": 0.9}, {"step": 30, "val_miou": 0.1}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert run_dir.trained_steps(tmp_path) == 30

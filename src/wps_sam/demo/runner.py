@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import platform
 import shutil
 import sys
@@ -301,6 +300,7 @@ def _wps_sam_stage(
 ) -> None:
     """Train WPS-SAM as ``wps-sam train`` does, then evaluate the saved run as ``wps-sam eval`` does,
     on the held-out embeddings of the demo's cache where they are the evaluator's (:func:`_held_out`)."""
+    from ..engine.run_dir import trained_steps
     from ..engine.trainer import train
     from ..evaluation.evaluator import evaluate
     from ..predictor import PartPredictor
@@ -327,10 +327,7 @@ def _wps_sam_stage(
         for i in val.grid_ids
     ]
     scores.configs[name] = config_to_dict(predictor.cfg)
-    steps = cfg.train.max_steps
-    if steps is None:
-        num_train = len(load_split(cfg.data.root, cfg.data.train_split).images)
-        steps = cfg.train.epochs * math.ceil(num_train / cfg.train.batch_size)
+    steps = trained_steps(run)
     scores.budgets[name] = {
         "steps": steps,
         "batch_size": cfg.train.batch_size,

@@ -85,6 +85,16 @@ def drop_metrics_after(run: Path, step: int) -> int:
     return len(lines) - len(kept)
 
 
+def trained_steps(run: Path) -> int:
+    """The optimiser steps run ``run`` has taken: the step of its last metrics record (the trainer logs
+    its last step), 0 before any."""
+    path = run / METRICS_FILE
+    if not path.exists():
+        return 0
+    steps = [json.loads(line).get("step", 0) for line in path.read_bytes().splitlines() if line.strip()]
+    return max(steps, default=0)
+
+
 def save_resume_state(run: Path, state: dict[str, Any]) -> Path:
     return atomic_torch_save(run / RESUME_FILE, state)
 
