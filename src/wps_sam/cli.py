@@ -95,7 +95,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         recheck=args.recheck,
     )
     embeddings, mirrored = None, None
-    if predictor.cfg.train.cache if args.cache is None else args.cache:
+    cached = predictor.cfg.train.cache if args.cache is None else args.cache
+    if cached and predictor.sam_fingerprint is not None:
         embeddings, mirrored = split_embeddings(
             index,
             predictor.model.image_encoder,

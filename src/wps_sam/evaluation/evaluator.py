@@ -42,9 +42,9 @@ def evaluate(
     ``embeddings``: [N, 256, h, w] the frozen encoder's embeddings of ``index.images`` in order (any
     float dtype), or the embedding cache's rows of them (:func:`~wps_sam.data.cached.split_embeddings`),
     read instead of encoding the images; with ``inference.flip_test`` also ``mirrored_embeddings``,
-    those of the left-right mirrored input frames. Returns ``{"miou", "macc", "pixel_acc", "per_class", "confusion",
-    "paper_protocol": {...}, "images": n}``; ``confusion`` is the [C+1, C+1] pixel count matrix (rows:
-    ground truth).
+    those of the left-right mirrored input frames. Returns ``{"miou", "macc", "pixel_acc",
+    "per_class", "confusion", "paper_protocol": {...}, "images": n}``; ``confusion`` is the
+    [C+1, C+1] pixel count matrix (rows: ground truth).
     """
     from tqdm import tqdm
 
@@ -136,28 +136,27 @@ def _batch_embeddings(
 def _check_embeddings(
     embeddings: Tensor | CachedRows, mirrored: Tensor | CachedRows | None, num_images: int, flip_test: bool
 ) -> None:
-    """One row per image; cached rows are checked by count (their shape is the cache's)."""
+    """One row per image, and as many mirrored ones with ``flip_test`` (cached rows have the cache's
+    shape: only their count is checked)."""
     if len(embeddings) != num_images or (isinstance(embeddings, Tensor) and embeddings.dim() != 4):
-        shape = (
-            tuple(embeddings.shape) if isinstance(embeddings, Tensor) else f"{len(embeddings)} cached rows"
-        )
         raise ValueError(
-            f"evaluate: embeddings must be [{num_images}, C, h, w], one per image of the split; got {shape}"
+            f"evaluate: embeddings must be [{num_images}, C, h, w], one per image of the split; got "
+            f"{_described(embeddings)}"
         )
-    if flip_test and mirrored is None:
-        raise ValueError("evaluate: inference.flip_test needs the mirrored frames' embeddings too")
     if not flip_test:
         return
-    if isinstance(mirrored, Tensor) and isinstance(embeddings, Tensor):
-        if mirrored.shape != embeddings.shape:
-            raise ValueError(
-                f"evaluate: mirrored embeddings {tuple(mirrored.shape)} must match the embeddings "
-                f"{tuple(embeddings.shape)}"
-            )
-    elif len(mirrored) != len(embeddings):
+    if mirrored is None:
+        raise ValueError("evaluate: inference.flip_test needs the mirrored frames' embeddings too")
+    tensors = isinstance(mirrored, Tensor) and isinstance(embeddings, Tensor)
+    if (mirrored.shape != embeddings.shape) if tensors else (len(mirrored) != len(embeddings)):
         raise ValueError(
-            f"evaluate: {len(mirrored)} mirrored embeddings must match the {len(embeddings)} embeddings"
+            f"evaluate: mirrored embeddings {_described(mirrored)} must match the embeddings "
+            f"{_described(embeddings)}"
         )
+
+
+def _described(rows: Tensor | CachedRows) -> str:
+    return str(tuple(rows.shape)) if isinstance(rows, Tensor) else f"({len(rows)} cached rows)"
 
 
 def _probability(logit_threshold: float) -> float:
