@@ -1,5 +1,6 @@
 """`torchrun` DDP training on CPU with gloo: two ranks train one prompter and end with one result."""
 
+import json
 import os
 import subprocess
 import sys
@@ -42,3 +43,29 @@ def test_two_process_training(tmp_path, mini_sam):
     assert all(torch.isfinite(t).all() for t in weights.values())
     # Both ranks encoded their share of the images, and of their mirror images, into the shared cache.
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 4
+
+
+@pytest.mark.slow
+def test_two_process_validation_shares_the_held_out_encoding(tmp_path, mini_sam):
+    """Both ranks encode their share of the held-out split (and its mirrored frames) into the cache;
+    rank 0 validates from it after every epoch."""
+    write_part_dataset(tmp_path / "data", "train", 4, size_range=(24, 40), seed=7)
+    write_part_dataset(tmp_path / "data", "val", 4, size_range=(24, 40), seed=8)
+    sam = tmp_path / "sam_tiny.pth"
+    torch.save(mini_sam.state_dict(), sam)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WPS_SAM_CACHE": str(tmp_path / "cache")}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "wps_sam.cli", "train", "--data", str(tmp_path / "data"), "--out", str(run), "--sam-type", "vit_mini",
+        "--sam-checkpoint", str(sam), "--epochs", "2", "--batch-size", "2", "--device", "cpu", "--no-progress",
+        "--set", "train.log_every=1", "prompter.dense_width=16",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "val_miou" in r] == [0, 1]
+    # Training images, their mirror images, held-out images, their mirrored frames: one shard of each
+    # from each rank.
+    shards = sorted(p.name[:4] for p in (tmp_path / "cache").glob("*.npy"))
+    assert shards == ["r000"] * 4 + ["r001"] * 4

@@ -159,8 +159,9 @@ def split_embeddings(
     cache folder of ``train_cfg`` (as the training images are), then read back; what ``wps-sam eval``
     and the trainer's validation read instead of encoding the split at every call.
 
-    One process encodes, with no barrier (under torchrun only rank 0 validates), and eagerly: a split
-    is encoded once, so ``train.compile_encoder``'s compilation would not pay for itself.
+    Under torchrun every rank calls this and encodes its share (:func:`cache_dataset`). It encodes
+    eagerly: a split is encoded once, so ``train.compile_encoder``'s compilation would not pay for
+    itself.
     """
     from ..engine.device import encoder_dtype
 
@@ -168,13 +169,14 @@ def split_embeddings(
     runner, context = cache_encoder(image_encoder, fingerprint, dtype)
     cache = EmbeddingCache(train_cfg.cache_dir or default_cache_dir())
     dataset = PartSegmentationDataset(index, SamTransform(context.image_size), point_mode="box_center")
-    rows = []
-    for frames in (False, True) if mirrored_frames else (False,):
-        keys = dataset_keys(dataset, context, mirrored_frames=frames)
-        load = MirroredFrameLoader(dataset) if frames else ImageLoader(dataset)
-        cache.build(keys, load, runner, train_cfg.batch_size, num_workers=0, progress=progress)
-        rows.append(CachedRows(cache, keys))
-    return rows[0], rows[1] if mirrored_frames else None
+
+    def rows(frames: bool) -> CachedRows:
+        keys = cache_dataset(
+            dataset, cache, runner, context, train_cfg.batch_size, progress=progress, mirrored_frames=frames
+        )
+        return CachedRows(cache, keys)
+
+    return rows(False), rows(True) if mirrored_frames else None
 
 
 def collate_cached(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -197,8 +199,10 @@ def cache_dataset(
     batch_size: int = 8,
     num_workers: int = 0,
     progress: bool = True,
+    mirrored_frames: bool = False,
 ) -> list[str]:
-    """Make sure every image of ``dataset`` is cached; returns the keys, one per image.
+    """Make sure every image of ``dataset`` (with ``mirrored_frames``: every mirrored input frame,
+    :data:`MIRRORED_FRAME`) is cached; returns the keys, one per image.
 
     Under torchrun every rank calls this: each encodes its share (:meth:`EmbeddingCache.build`),
     then all wait for each other and re-read the index.
@@ -208,11 +212,10 @@ def cache_dataset(
             f"context is for {context.image_size} px inputs, the data set makes "
             f"{dataset.transform.image_size} px"
         )
-    keys = dataset_keys(dataset, context)
+    keys = dataset_keys(dataset, context, mirrored_frames)
     rank, world_size = get_rank(), get_world_size()
-    done = cache.build(
-        keys, ImageLoader(dataset), encode, batch_size, rank, world_size, num_workers, progress and rank == 0
-    )
+    load = MirroredFrameLoader(dataset) if mirrored_frames else ImageLoader(dataset)
+    done = cache.build(keys, load, encode, batch_size, rank, world_size, num_workers, progress and rank == 0)
     barrier()
     cache.refresh()
     logger.info("embedding cache %s: %d images, %d encoded by rank %d", cache.root, len(keys), done, rank)

@@ -164,8 +164,8 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
         raise DataError(f"{cfg.data.root}: split '{cfg.data.train_split}' has no usable image")
     check_supervision(index, cfg.data.supervision)
     class_names = index.class_names
-    val_index = None
-    if cfg.train.validate and rank == 0 and split_exists(cfg.data.root, cfg.data.val_split):
+    val_index = None  # every rank's: all of them encode its share of the cache, rank 0 validates
+    if cfg.train.validate and split_exists(cfg.data.root, cfg.data.val_split):
         val_index = triaged_split(
             cfg.data.root, cfg.data.val_split, class_names, strict=cfg.data.strict, recheck=recheck
         )
@@ -196,16 +196,17 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
     optimizer = adamw(model.prompter.parameters(), cfg.train.lr, cfg.train.weight_decay)
     scheduler = warmup_cosine(optimizer, cfg.train.warmup_steps, total_steps, cfg.train.min_lr_ratio)
     run = _Run(
-        cfg, out, rank, world_size, device, class_names, val_index, model,
+        cfg, out, rank, world_size, device, class_names, val_index if rank == 0 else None, model,
         build_training_criterion(cfg, len(class_names)), build_denoiser(cfg, len(class_names)),
         train_set, collate, cache, optimizer, scheduler, steps_per_epoch, total_steps, sam_sha256,
         model.prompter,
     )  # fmt: skip
     if val_index is not None and val_index.has_masks and cfg.train.cache:
-        run.val_embeddings = split_embeddings(
+        val_embeddings = split_embeddings(
             val_index, model.image_encoder, sam_fingerprint(sam), cfg.train, device,
-            cfg.inference.flip_test, progress,
+            cfg.inference.flip_test, progress and rank == 0,
         )  # fmt: skip
+        run.val_embeddings = val_embeddings if rank == 0 else None
     if state is not None:
         _restore(run, state)
     else:
