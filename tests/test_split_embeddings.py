@@ -4,6 +4,7 @@ a split once, then read it back, with the scores of encoding it at every call.""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -112,3 +113,25 @@ def test_validation_and_eval_read_the_cache(sam_file, data_root, tmp_path, monke
     encoded = json.loads((run / "eval-val.json").read_text())
     assert cached["images"] == encoded["images"] == 3
     assert abs(cached["miou"] - encoded["miou"]) < 0.05  # float16 rows against float32 embeddings
+
+
+def test_eval_of_a_moved_run_or_with_an_unwritable_cache(sam_file, data_root, tmp_path, monkeypatch, caplog):
+    """A run whose cache folder is gone (trained elsewhere) evaluates through the default folder, and
+    not by making the old one again; a cache folder that cannot be written leaves eval to encode."""
+    run = tmp_path / "run"
+    gone = tmp_path / "elsewhere" / "cache"
+    train = train_command(data_root, run, sam_file, DEFAULT_RECIPE, 2, "--batch-size", "2")
+    assert main([*train, "prompter.dense_width=16", f"train.cache_dir={gone}", "train.validate=false"]) == 0
+    shutil.rmtree(gone)
+    default = tmp_path / "default-cache"
+    monkeypatch.setenv("WPS_SAM_CACHE", str(default))
+    evaluation = ["eval", str(run), "--data", str(data_root), "--no-progress"]
+    assert main(evaluation) == 0
+    assert not gone.exists() and len(EmbeddingCache(default)) == 2 * 3  # held-out images, mirrored frames
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("WPS_SAM_CACHE", str(blocked / "cache"))
+    with caplog.at_level("WARNING", logger="wps_sam"):
+        assert main(evaluation) == 0
+    assert "not writable" in caplog.text
+    assert json.loads((run / "eval-val.json").read_text())["images"] == 3

@@ -7,6 +7,7 @@ exit code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -14,12 +15,17 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .config import SAM_TYPES
 from .data.pascal_part_groupings import GROUPINGS as PASCAL_PART_GROUPINGS
 from .errors import WpsSamError
 from .recipes import DEFAULT_RECIPE, RECIPES
+
+if TYPE_CHECKING:
+    from .data.cached import CachedRows
+    from .data.coco import PartDataIndex
+    from .predictor import PartPredictor
 
 logger = logging.getLogger("wps_sam")
 
@@ -77,7 +83,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from .atomic import atomic_write_json
-    from .data.cached import split_embeddings
     from .data.checks import triaged_split
     from .evaluation.evaluator import evaluate
     from .plots import confusion_chart, per_class_iou_chart
@@ -97,15 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     embeddings, mirrored = None, None
     cached = predictor.cfg.train.cache if args.cache is None else args.cache
     if cached and predictor.sam_fingerprint is not None:
-        embeddings, mirrored = split_embeddings(
-            index,
-            predictor.model.image_encoder,
-            predictor.sam_fingerprint,
-            predictor.cfg.train,
-            predictor.device,
-            predictor.cfg.inference.flip_test,
-            progress=not args.no_progress,
-        )
+        embeddings, mirrored = _cached_split(index, predictor, progress=not args.no_progress)
     result = evaluate(
         predictor.model,
         index,
@@ -137,6 +134,35 @@ def cmd_eval(args: argparse.Namespace) -> None:
         )
     )
     print(f"wrote {out}, {charts[0].name}, {charts[1].name}")
+
+
+def _cached_split(
+    index: PartDataIndex, predictor: PartPredictor, progress: bool
+) -> tuple[CachedRows | None, CachedRows | None]:
+    """`eval`'s embeddings of ``index`` through the embedding cache: in the run's ``train.cache_dir``
+    where that folder still exists (a run moved from another machine: the default folder), and
+    encoded afresh, with a warning, where the cache folder cannot be written."""
+    from .cache import default_cache_dir
+    from .data.cached import split_embeddings
+
+    train_cfg = predictor.cfg.train
+    if train_cfg.cache_dir and not Path(train_cfg.cache_dir).is_dir():
+        logger.info("the run's cache folder %s is gone: using the default one", train_cfg.cache_dir)
+        train_cfg = dataclasses.replace(train_cfg, cache_dir=None)
+    try:
+        return split_embeddings(
+            index,
+            predictor.model.image_encoder,
+            predictor.sam_fingerprint,
+            train_cfg,
+            predictor.device,
+            predictor.cfg.inference.flip_test,
+            progress,
+        )
+    except OSError as exc:
+        folder = train_cfg.cache_dir or default_cache_dir()
+        logger.warning("embedding cache %s not writable (%s): encoding the split without it", folder, exc)
+        return None, None
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -344,8 +370,6 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    import dataclasses
-
     from .demo.runner import QUICK_SETTINGS, DemoSettings, run_demo
 
     settings = QUICK_SETTINGS if args.quick else DemoSettings()
