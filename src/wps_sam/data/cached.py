@@ -75,7 +75,7 @@ def dataset_keys(
     from concurrent.futures import ThreadPoolExecutor
 
     if dataset.mirrored and mirrored_frames:
-        raise ValueError("dataset_keys: the mirrored frames of a mirrored data set are its own frames")
+        raise ValueError("dataset_keys: mirrored_frames keys an unmirrored data set's mirrored frames")
     if dataset.mirrored or mirrored_frames:
         context = replace(context, variant=MIRRORED if dataset.mirrored else MIRRORED_FRAME)
 
