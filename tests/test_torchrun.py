@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -19,6 +20,20 @@ SMALL_PROMPTER = [
 ]  # fmt: skip
 
 
+def torchrun(command: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``command`` in a process group of its own: on a timeout the ranks are killed with torchrun."""
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 @pytest.mark.slow
 def test_two_process_training(tmp_path, mini_sam):
     write_part_dataset(tmp_path / "data", "train", 8, size_range=(24, 40), seed=7)
@@ -32,7 +47,7 @@ def test_two_process_training(tmp_path, mini_sam):
         "--sam-checkpoint", str(sam), "--epochs", "2", "--batch-size", "2", "--device", "cpu", "--no-progress",
         "--set", *SMALL_PROMPTER,
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun(command, env)
     assert done.returncode == 0, done.stderr[-3000:]
     # 8 images and their mirror images (the default recipe's hflip), batches of 2 per rank, 2 ranks:
     # 4 optimiser steps per epoch, 8 in all, logged by rank 0.
@@ -61,7 +76,7 @@ def test_two_process_validation_shares_the_held_out_encoding(tmp_path, mini_sam)
         "--sam-checkpoint", str(sam), "--epochs", "2", "--batch-size", "2", "--device", "cpu", "--no-progress",
         "--set", "train.log_every=1", "prompter.dense_width=16",
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun(command, env)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if "val_miou" in r] == [0, 1]
