@@ -44,7 +44,8 @@ def test_cpu_mode_writes_the_result(tmp_path):
     assert result["encoder_rel_err"] < 1e-5  # float32 SDPA on the CPU
     assert not result["details"]["train_extrapolated"]  # 4 steps: run in full
     files = list(tmp_path.iterdir())
-    assert [f.name for f in files] == [f"cpu-vit_mini-{result['date']}.json"]  # nothing else, no temporary file
+    # nothing else, no temporary file
+    assert [f.name for f in files] == [f"cpu-vit_mini-{result['date']}.json"]
     written = json.loads(files[0].read_text())
     assert {k: written[k] for k in RESULT_KEYS} == {k: result[k] for k in RESULT_KEYS}
     table = format_table([written])

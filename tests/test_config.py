@@ -9,7 +9,8 @@ def test_defaults_are_the_official_recipe():
     cfg = load_config()
     assert (cfg.prompter.num_queries, cfg.prompter.enc_layers, cfg.prompter.dec_layers) == (25, 6, 6)
     assert (cfg.prompter.hidden_dim, cfg.prompter.nheads, cfg.prompter.dim_feedforward) == (256, 8, 1024)
-    assert (cfg.loss.cost_class, cfg.loss.cost_token, cfg.loss.weight_ce, cfg.loss.weight_token) == (10, 1, 5, 20)
+    loss = cfg.loss
+    assert (loss.cost_class, loss.cost_token, loss.weight_ce, loss.weight_token) == (10, 1, 5, 20)
 
 
 def test_yaml_then_overrides(tmp_path):

@@ -237,7 +237,9 @@ def test_demo_smoke(tmp_path):
     sam_file = tmp_path / "sam_tiny_random.pth"
     torch.save(build_sam("tiny", "random").state_dict(), sam_file)
     out = tmp_path / "demo"
-    results = run_demo(out, SMOKE_SETTINGS, steps_scale=2, sam_checkpoint=str(sam_file), seed=3, progress=False)
+    results = run_demo(
+        out, SMOKE_SETTINGS, steps_scale=2, sam_checkpoint=str(sam_file), seed=3, progress=False
+    )
 
     for name in ("results.json", "results.md", "results.png", "overlays.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -262,7 +264,9 @@ def test_demo_smoke(tmp_path):
     assert saved["configs"]["wps-sam-box"]["train"]["cpu_amp"] is cpu_has_native_bf16()
     # steps_scale=2 doubles every trained method's steps: 2 -> 4 prompter steps, 1 -> 2 LR-ASPP steps.
     assert saved["budgets"]["wps-sam-box"]["image_passes"] == 8
-    assert saved["settings"]["steps_scale"] == 2 and saved["configs"]["wps-sam-box"]["train"]["max_steps"] == 4
+    assert (
+        saved["settings"]["steps_scale"] == 2 and saved["configs"]["wps-sam-box"]["train"]["max_steps"] == 4
+    )
     # The 4 training images and, for the default recipe's hflip augmentation, their mirror images.
     assert saved["budgets"]["wps-sam-box"]["encoder_pass"]["encoded"] == 8
     assert saved["budgets"]["fully-supervised"]["steps"] == 2
