@@ -57,8 +57,8 @@ def main() -> None:
     differences = []
     for image_key, mirror_key in zip(images, mirrors):
         (image_shard, image_row), (mirror_shard, mirror_row) = (
-            cache._index[image_key],
-            cache._index[mirror_key],
+            cache.location(image_key),
+            cache.location(mirror_key),
         )
         for name in (image_shard, mirror_shard):
             shards.setdefault(name, np.load(cache_dir / f"{name}.npy", mmap_mode="r+"))

@@ -93,6 +93,18 @@ def test_round_trip_is_float16_rounding(tmp_path):
         cache.get(["nope"])
 
 
+def test_location_names_the_shard_and_row(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c", shard_rows=2)
+    x = torch.randn(3, *SHAPE)
+    cache.put(fake_keys(3), x)
+    shard, row = cache.location("k002")
+    assert row == 0 and torch.equal(
+        torch.from_numpy(np.load(tmp_path / "c" / f"{shard}.npy")[row]), x[2].half()
+    )
+    with pytest.raises(KeyError, match="not in the embedding cache"):
+        cache.location("nope")
+
+
 @pytest.mark.parametrize("preadv", [True, False])
 def test_reads_runs_of_rows_and_single_rows_alike(tmp_path, monkeypatch, preadv):
     if not preadv:

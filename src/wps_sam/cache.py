@@ -198,6 +198,13 @@ class EmbeddingCache:
         self._index = index
         self._arrays = {}
 
+    def location(self, key: str) -> tuple[str, int]:
+        """Where the embedding of ``key`` lies: (shard name, row) of ``ROOT/<shard>.npy``. Raises
+        ``KeyError`` for a missing key."""
+        if key not in self._index:
+            raise KeyError(f"{key} is not in the embedding cache {self.root}")
+        return self._index[key]
+
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The distinct keys of ``keys`` that are not cached, in first-seen order."""
         return [k for k in dict.fromkeys(keys) if k not in self._index]
