@@ -98,9 +98,8 @@ def test_location_names_the_shard_and_row(tmp_path):
     x = torch.randn(3, *SHAPE)
     cache.put(fake_keys(3), x)
     shard, row = cache.location("k002")
-    assert row == 0 and torch.equal(
-        torch.from_numpy(np.load(tmp_path / "c" / f"{shard}.npy")[row]), x[2].half()
-    )
+    stored = np.load(tmp_path / "c" / f"{shard}.npy")[row]
+    assert row == 0 and torch.equal(torch.from_numpy(stored), x[2].half())  # the third row: shard two
     with pytest.raises(KeyError, match="not in the embedding cache"):
         cache.location("nope")
 
