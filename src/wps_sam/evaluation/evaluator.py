@@ -16,7 +16,7 @@ from ..data.datasets import PartSegmentationDataset, collate_parts
 from ..data.transforms import SamTransform
 from ..engine.loop import encoder_autocast
 from ..errors import DataError
-from ..modeling.wps_sam import WPSSAM
+from ..modeling.wps_sam import WPSSAM, PartPrediction
 from ..postprocess import compose_semantic_map, semantic_map_from_gt
 from ..sam.decoder import masks_to_frame, masks_to_input_frame
 from .metrics import ConfusionMatrix
@@ -57,7 +57,6 @@ def evaluate(
     image_size = model.image_encoder.img_size
     # The parts' points are never read here: box centres spare the interior points' distance transform.
     dataset = PartSegmentationDataset(index, SamTransform(image_size), point_mode="box_center")
-    paper_gt = PaperGroundTruth(index, image_size)
     loader = DataLoader(
         dataset,
         batch_size=batch_size or cfg.train.batch_size,
@@ -65,8 +64,7 @@ def evaluate(
         collate_fn=collate_parts,
         num_workers=cfg.data.num_workers,
     )
-    confusion = ConfusionMatrix(model.num_classes + 1)
-    paper = PaperProtocol()
+    scores = _Scores(index, image_size, model.num_classes, _probability(cfg.inference.mask_threshold))
     was_training = model.prompter.training
     model.eval()
     for batch in tqdm(loader, desc=f"eval {index.split}", disable=not progress, dynamic_ncols=True):
@@ -78,37 +76,51 @@ def evaluate(
             mirrored_embeddings=mirrored,
         )
         for pred, target in zip(predictions, batch["targets"]):
-            height, width = target["original_size"]
-            entry = index.images[target["index"]]
-            # Each ground-truth mask is rasterised once, in the original frame; the paper protocol
-            # resizes it to the input frame as the official loader does.
-            originals = [instance_mask(p, entry.height, entry.width) for p in entry.parts]
-            decoded = {p.ann_id: (p.segmentation, m) for p, m in zip(entry.parts, originals) if p.is_polygon}
-            paper_masks, paper_labels = paper_gt.masks(entry.image_id, (height, width), decoded)
-            probs_input = masks_to_input_frame(pred.mask_logits, image_size).sigmoid().cpu()
-            paper.update(
-                probs_input,
-                pred.labels.cpu(),
-                paper_masks,
-                paper_labels,
-                torch.ones(len(paper_labels), dtype=torch.bool),
-            )
-            probs = masks_to_frame(pred.mask_logits, image_size, target["input_size"], (height, width))
-            pred_map = compose_semantic_map(
-                probs.sigmoid().cpu(),
-                pred.labels.cpu(),
-                pred.scores.cpu(),
-                _probability(cfg.inference.mask_threshold),
-            )
-            gt_masks = torch.from_numpy(_stack_masks(originals, height, width))
-            gt_map = semantic_map_from_gt(gt_masks, target["labels"].cpu())
-            confusion.update(pred_map, gt_map)
+            scores.update(pred, target)
     model.prompter.train(was_training)
-    result = confusion.compute(["background", *index.class_names])
-    result["confusion"] = confusion.matrix.tolist()  # pixels; rows: ground truth, background first
-    result["paper_protocol"] = paper.compute()
-    result["images"] = len(dataset)
-    return result
+    return scores.result() | {"images": len(dataset)}
+
+
+class _Scores:
+    """The standard protocol's confusion matrix (original frame) and the paper protocol of a split,
+    one image's prediction at a time."""
+
+    def __init__(
+        self, index: PartDataIndex, image_size: int, num_classes: int, mask_probability: float
+    ) -> None:
+        self.index, self.image_size, self.mask_probability = index, image_size, mask_probability
+        self.paper_gt = PaperGroundTruth(index, image_size)
+        self.confusion = ConfusionMatrix(num_classes + 1)
+        self.paper = PaperProtocol()
+
+    def update(self, pred: PartPrediction, target: dict[str, Any]) -> None:
+        height, width = target["original_size"]
+        entry = self.index.images[target["index"]]
+        # Each ground-truth mask is rasterised once, in the original frame; the paper protocol
+        # resizes it to the input frame as the official loader does.
+        originals = [instance_mask(p, entry.height, entry.width) for p in entry.parts]
+        decoded = {p.ann_id: (p.segmentation, m) for p, m in zip(entry.parts, originals) if p.is_polygon}
+        paper_masks, paper_labels = self.paper_gt.masks(entry.image_id, (height, width), decoded)
+        probs_input = masks_to_input_frame(pred.mask_logits, self.image_size).sigmoid().cpu()
+        self.paper.update(
+            probs_input,
+            pred.labels.cpu(),
+            paper_masks,
+            paper_labels,
+            torch.ones(len(paper_labels), dtype=torch.bool),
+        )
+        probs = masks_to_frame(pred.mask_logits, self.image_size, target["input_size"], (height, width))
+        pred_map = compose_semantic_map(
+            probs.sigmoid().cpu(), pred.labels.cpu(), pred.scores.cpu(), self.mask_probability
+        )
+        gt_masks = torch.from_numpy(_stack_masks(originals, height, width))
+        self.confusion.update(pred_map, semantic_map_from_gt(gt_masks, target["labels"].cpu()))
+
+    def result(self) -> dict[str, Any]:
+        result = self.confusion.compute(["background", *self.index.class_names])
+        result["confusion"] = self.confusion.matrix.tolist()  # pixels; rows: ground truth, background first
+        result["paper_protocol"] = self.paper.compute()
+        return result
 
 
 def _batch_embeddings(
