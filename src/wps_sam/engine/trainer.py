@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..build import build_denoiser, build_sam_from_config, build_training_criterion, build_wps_sam
@@ -185,7 +184,11 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
         )
         for mirrored in ((False, True) if cfg.train.augment == "hflip" else (False,))
     ]  # fmt: skip
-    train_set, collate, cache = _embedding_source(model, sam, datasets, cfg, device, progress and rank == 0)
+    # What keys the cache's embeddings (a hash of the encoder's weights when they come from no file).
+    fingerprint = sam_fingerprint(sam) if cfg.train.cache else ""
+    train_set, collate, cache = _embedding_source(
+        model, fingerprint, datasets, cfg, device, progress and rank == 0
+    )
     steps_per_epoch = math.ceil(len(train_set) / cfg.train.batch_size) // world_size
     if steps_per_epoch == 0:
         raise DataError(
@@ -203,7 +206,7 @@ def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool
     )  # fmt: skip
     if val_index is not None and val_index.has_masks and cfg.train.cache:
         val_embeddings = split_embeddings(
-            val_index, model.image_encoder, sam_fingerprint(sam), cfg.train, device,
+            val_index, model.image_encoder, fingerprint, cfg.train, device,
             cfg.inference.flip_test, progress and rank == 0,
         )  # fmt: skip
         run.val_embeddings = val_embeddings if rank == 0 else None
@@ -356,19 +359,20 @@ def _validate(run: _Run, epoch: int, bar: Any) -> None:
 
 def _embedding_source(
     model: WPSSAM,
-    sam: Sam,
+    fingerprint: str,
     datasets: list[PartSegmentationDataset],
     cfg: Config,
     device: torch.device,
     progress: bool,
 ) -> tuple[Dataset, Callable, EmbeddingCache | None]:
     """What the training loader reads, the data sets one after the other: cached embeddings (the
-    encoder runs once per image and variant) or images."""
+    encoder runs once per image and variant; ``fingerprint``: :func:`~wps_sam.cache.sam_fingerprint`
+    of the SAM) or images."""
     if not cfg.train.cache:
         return ConcatDataset(datasets), collate_parts, None
     runner, context = cache_encoder(
         model.image_encoder,
-        sam_fingerprint(sam),
+        fingerprint,
         encoder_dtype(device, cfg.train.amp, cfg.train.cpu_amp),
         cfg.train.compile_encoder,
     )
