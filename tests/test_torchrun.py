@@ -34,9 +34,9 @@ def torchrun(command: list[str], env: dict[str, str], timeout: float = 300) -> s
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-@pytest.mark.slow
-def test_two_process_training(tmp_path, mini_sam):
-    write_part_dataset(tmp_path / "data", "train", 8, size_range=(24, 40), seed=7)
+def train_two_ranks(tmp_path, mini_sam, *overrides: str):
+    """``wps-sam train`` of ``tmp_path/data`` on two CPU ranks, 2 epochs of batches of 2, the cache in
+    ``tmp_path/cache``; returns the run folder (the training must succeed)."""
     sam = tmp_path / "sam_tiny.pth"
     torch.save(mini_sam.state_dict(), sam)
     run = tmp_path / "run"
@@ -45,10 +45,17 @@ def test_two_process_training(tmp_path, mini_sam):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "wps_sam.cli", "train", "--data", str(tmp_path / "data"), "--out", str(run), "--sam-type", "vit_mini",
         "--sam-checkpoint", str(sam), "--epochs", "2", "--batch-size", "2", "--device", "cpu", "--no-progress",
-        "--set", *SMALL_PROMPTER,
+        "--set", *overrides,
     ]  # fmt: skip
     done = torchrun(command, env)
     assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
+@pytest.mark.slow
+def test_two_process_training(tmp_path, mini_sam):
+    write_part_dataset(tmp_path / "data", "train", 8, size_range=(24, 40), seed=7)
+    run = train_two_ranks(tmp_path, mini_sam, *SMALL_PROMPTER)
     # 8 images and their mirror images (the default recipe's hflip), batches of 2 per rank, 2 ranks:
     # 4 optimiser steps per epoch, 8 in all, logged by rank 0.
     assert load_config().train.augment == "hflip"
@@ -66,18 +73,7 @@ def test_two_process_validation_shares_the_held_out_encoding(tmp_path, mini_sam)
     rank 0 validates from it after every epoch."""
     write_part_dataset(tmp_path / "data", "train", 4, size_range=(24, 40), seed=7)
     write_part_dataset(tmp_path / "data", "val", 4, size_range=(24, 40), seed=8)
-    sam = tmp_path / "sam_tiny.pth"
-    torch.save(mini_sam.state_dict(), sam)
-    run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WPS_SAM_CACHE": str(tmp_path / "cache")}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "wps_sam.cli", "train", "--data", str(tmp_path / "data"), "--out", str(run), "--sam-type", "vit_mini",
-        "--sam-checkpoint", str(sam), "--epochs", "2", "--batch-size", "2", "--device", "cpu", "--no-progress",
-        "--set", "train.log_every=1", "prompter.dense_width=16",
-    ]  # fmt: skip
-    done = torchrun(command, env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run = train_two_ranks(tmp_path, mini_sam, "train.log_every=1", "prompter.dense_width=16")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if "val_miou" in r] == [0, 1]
     # Training images, their mirror images, held-out images, their mirrored frames: one shard of each
