@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from wps_sam.data.cached import split_embeddings
-from wps_sam.data.coco import load_split
+from wps_sam.demo.runner import finished_run
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor
 
@@ -52,9 +52,7 @@ def main() -> None:
     parser.add_argument("--run", default="wps-sam-box", help="the run under DEMO/runs to evaluate")
     parser.add_argument("--repeats", type=int, default=3, help="evaluations of each way, alternating")
     args = parser.parse_args()
-    predictor = PartPredictor.from_run(args.demo / "runs" / args.run, "auto", None)
-    train = load_split(args.demo / "toyparts", "train")
-    index = load_split(args.demo / "toyparts", "val", class_names=train.class_names)
+    predictor, index = finished_run(args.demo, args.run)
     seconds: dict[str, list[float]] = {"encoded": [], "cold": [], "warm": []}
     miou: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:

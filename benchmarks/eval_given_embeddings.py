@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from wps_sam.data.coco import load_split
-from wps_sam.demo.runner import MIRRORED_VAL, encode_splits
+from wps_sam.demo.runner import MIRRORED_VAL, encode_splits, finished_run
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor
 from wps_sam.sam.backbones import build_sam
@@ -43,9 +42,7 @@ def main() -> None:
     parser.add_argument("--run", default="wps-sam-box", help="the run under DEMO/runs to evaluate")
     parser.add_argument("--repeats", type=int, default=3, help="evaluations of each way, alternating")
     args = parser.parse_args()
-    predictor = PartPredictor.from_run(args.demo / "runs" / args.run, "auto", None)
-    train = load_split(args.demo / "toyparts", "train")
-    index = load_split(args.demo / "toyparts", "val", class_names=train.class_names)
+    predictor, index = finished_run(args.demo, args.run)
     embeddings, mirrored = cached_held_out(predictor, args.demo, index)
     seconds: dict[str, list[float]] = {"cached": [], "encoded": []}
     miou: dict[str, float] = {}

@@ -30,15 +30,14 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from wps_sam.data.checks import triaged_split
 from wps_sam.data.datasets import PartSegmentationDataset, collate_parts
 from wps_sam.data.transforms import SamTransform
 from wps_sam.demo import baselines
+from wps_sam.demo.runner import finished_run
 from wps_sam.engine.loop import encoder_autocast
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.modeling import wps_sam as ws
 from wps_sam.postprocess import compose_semantic_map, select_queries
-from wps_sam.predictor import PartPredictor
 from wps_sam.sam.decoder import PromptMaskDecoder, masks_to_frame
 from wps_sam.sam.teacher import TeacherTokens
 
@@ -159,9 +158,8 @@ def main() -> None:
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--run", default="wps-sam-box", help="the box run under DEMO/runs")
     args = parser.parse_args()
-    predictor = PartPredictor.from_run(args.demo / "runs" / args.run, "cpu")
+    predictor, index = finished_run(args.demo, args.run, "cpu")
     model, cfg = predictor.model, predictor.cfg
-    index = triaged_split(args.demo / "toyparts", "val", class_names=predictor.class_names, progress=False)
     dataset = PartSegmentationDataset(index, SamTransform(model.image_size), point_mode="box_center")
     own, mirrored = [], []
     with torch.no_grad(), encoder_autocast(predictor.device, cfg.train.amp, cfg.train.cpu_amp):

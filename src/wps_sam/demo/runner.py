@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +44,9 @@ from ..data.images import read_image
 from ..errors import ConfigError, DataError
 from ..synthetic.toyparts import ToyPartsConfig, write_toyparts
 from . import baselines, report
+
+if TYPE_CHECKING:
+    from ..predictor import PartPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +348,17 @@ def _held_out(
     if any(entry.height != entry.width for entry in val.index.images):
         return None, None
     return embeddings["val"], embeddings.get(MIRRORED_VAL)
+
+
+def finished_run(
+    demo: Path, run: str = "wps-sam-box", device: str = "auto"
+) -> tuple[PartPredictor, PartDataIndex]:
+    """The predictor of run ``run`` of a finished demo in ``demo`` (``DEMO/runs/RUN``) and the demo's
+    held-out split with the run's part classes: what the benchmarks on a demo read."""
+    from ..predictor import PartPredictor
+
+    predictor = PartPredictor.from_run(demo / "runs" / run, device)
+    return predictor, load_split(demo / "toyparts", "val", class_names=predictor.class_names)
 
 
 def _score_stage(
