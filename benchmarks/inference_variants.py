@@ -10,7 +10,15 @@ their ratio. Variants (none is in the package; each patches one step for the len
 - ``boxpoint``: each box with its centre as a foreground point, in one prompt;
 - ``iou<P>_<T>``: each part's score times SAM's predicted IoU to the power P when the masks are
   composed, and the parts whose predicted IoU is below T dropped (the oracle composes alike, drops
-  none), e.g. ``iou1_0``, ``iou0_0.5``.
+  none), e.g. ``iou1_0``, ``iou0_0.5``;
+- ``snap<A>``: each box prompts SAM once, and the tight box of SAM's mask (logits above 0, 128x128 in
+  the input frame) moves the box by the fraction A towards it before the prompt that is kept (a box
+  whose mask is empty stays), e.g. ``snap1``, ``snap0.5``; the oracle snaps its true boxes alike;
+- ``vote<R>``: each peak's box is the mean of the boxes its class's cells within R cells of the
+  peak predict, weighted by their heat-map score (the geometry radius trains those cells on the same
+  part), e.g. ``vote1``; the oracle is unchanged;
+- ``spow<P>``: each part's score to the power P when the masks are composed (``spow0``: a pixel goes
+  to the most probable mask, whatever its part's score), e.g. ``spow0.5``; the oracle's scores are 1.
 
     python benchmarks/inference_variants.py DEMO_DIR base multimask scale1.1 boxpoint iou1_0
 
@@ -29,6 +37,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from wps_sam.data.datasets import PartSegmentationDataset, collate_parts
 from wps_sam.data.transforms import SamTransform
@@ -37,6 +46,8 @@ from wps_sam.demo.runner import finished_run
 from wps_sam.engine.loop import encoder_autocast
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.modeling import wps_sam as ws
+from wps_sam.modeling.dense_prompter import DensePrompter
+from wps_sam.modeling.geometry import to_pixels
 from wps_sam.postprocess import compose_semantic_map, select_queries
 from wps_sam.sam.decoder import PromptMaskDecoder, masks_to_frame
 from wps_sam.sam.teacher import TeacherTokens
@@ -137,6 +148,109 @@ def rated_by_iou(power: float, floor: float):
     return stack
 
 
+def mask_boxes(logits: torch.Tensor, boxes: torch.Tensor, side: int) -> torch.Tensor:
+    """[N, 4] xyxy tight boxes of the masks ``logits`` [N, m, m] > 0 (input frame of side ``side``);
+    ``boxes`` [N, 4] where a mask is empty."""
+    on = logits > 0
+    cell = side / logits.shape[-1]
+    rows, cols = on.any(2), on.any(1)  # [N, m]
+    ar = torch.arange(logits.shape[-1], device=logits.device)
+    big = logits.shape[-1]
+    x0 = torch.where(cols, ar, big).min(1).values
+    x1 = torch.where(cols, ar, -1).max(1).values + 1
+    y0 = torch.where(rows, ar, big).min(1).values
+    y1 = torch.where(rows, ar, -1).max(1).values + 1
+    tight = torch.stack([x0, y0, x1, y1], 1).float() * cell
+    return torch.where(on.flatten(1).any(1)[:, None], tight, boxes)
+
+
+def snap(teacher, decoder, embeddings: torch.Tensor, boxes: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Tokens [N, 2, 256] of ``boxes`` [N, 4] (one per row of ``embeddings`` [N, 256, h, w]) moved
+    by ``alpha`` towards the tight boxes of the masks SAM decodes from them."""
+    logits, _ = decoder(embeddings, teacher.encode(boxes=boxes)[:, None])
+    side = teacher.prompt_encoder.input_image_size[0]
+    tight = mask_boxes(logits[:, 0].float(), boxes, side)
+    return teacher.encode(boxes=boxes + alpha * (tight - boxes))
+
+
+def snapped(alpha: float):
+    """WPSSAM.predict and the oracle with every box snapped (see ``snap<A>``; one image at a time)."""
+
+    @torch.no_grad()
+    def predict(self, image_embeddings, score_threshold=0.0, point_multimask=False, mirrored_embeddings=None):
+        outputs = self(image_embeddings, mirrored_embeddings)
+        parts = []
+        for b, logits in enumerate(outputs["pred_logits"]):
+            idx, labels, scores = select_queries(logits, score_threshold)
+            emb = image_embeddings[b : b + 1].expand(len(idx), -1, -1, -1)
+            boxes = to_pixels(outputs["pred_geometry"][b, idx].float(), "box", self.image_size)
+            masks, _ = self.decoder(emb, snap(self.teacher, self.decoder, emb, boxes, alpha)[:, None])
+            parts.append(ws.PartPrediction(labels, scores, masks[:, 0].float(), idx))
+        return parts
+
+    @torch.no_grad()
+    def oracle(self, i):
+        entry = self.index.images[i]
+        size = (entry.height, entry.width)
+        if not entry.parts:
+            return torch.zeros(size, dtype=torch.long)
+        boxes = torch.from_numpy(
+            self.transform.apply_boxes(np.stack([p.box for p in entry.parts]), size)
+        ).float()
+        emb = self.embeddings[i : i + 1].float().expand(len(boxes), -1, -1, -1)
+        logits, _ = self.decoder(emb, snap(self.teacher, self.decoder, emb, boxes, alpha)[:, None])
+        frame = self.transform.image_size, self.transform.input_size(size), size
+        probs = masks_to_frame(logits[:, 0], *frame).sigmoid()
+        return compose_semantic_map(probs, baselines._labels(entry), torch.ones(len(boxes)), self.threshold)
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(patched(ws.WPSSAM, "predict", predict))
+    stack.enter_context(patched(baselines.SamBoxOracle, "__call__", oracle))
+    return stack
+
+
+def voted(radius: int):
+    """DensePrompter.peaks with every peak's geometry the score-weighted mean over its neighbourhood."""
+    original = DensePrompter.peaks
+
+    def peaks(self, dense):
+        out = original(self, dense)
+        heat = dense["heatmap"].float().sigmoid()  # [B, C, h, w]
+        geometry = dense["geometry"].float()  # [B, h, w, G]
+        b, c, h, w = heat.shape
+        labels = out["pred_logits"][..., :c].argmax(-1)  # [B, K]
+        k = 2 * radius + 1
+        # [B, C, h*w, k*k] neighbourhood scores and [B, h*w, k*k, G] neighbourhood geometry
+        hood = F.unfold(heat, k, padding=radius).view(b, c, k * k, h * w).transpose(2, 3)
+        geo = F.unfold(geometry.permute(0, 3, 1, 2), k, padding=radius)
+        geo = geo.view(b, geometry.shape[-1], k * k, h * w).permute(0, 3, 2, 1)
+        peak_geometry = out["pred_geometry"]
+        # the cell of each peak: the one whose own geometry the peak read
+        flat = geometry.flatten(1, 2)  # [B, h*w, G]
+        cell = (flat[:, None] - peak_geometry[:, :, None]).abs().sum(-1).argmin(-1)  # [B, K]
+        bi = torch.arange(b)[:, None].expand_as(cell)
+        weights = hood[bi, labels, cell]  # [B, K, k*k]
+        boxes = geo[bi, cell]  # [B, K, k*k, G]
+        out["pred_geometry"] = (weights[..., None] * boxes).sum(2) / weights.sum(2, keepdim=True).clamp(
+            min=1e-6
+        )
+        return out
+
+    return patched(DensePrompter, "peaks", peaks)
+
+
+def score_power(power: float):
+    original = ws.WPSSAM.predict
+
+    def predict(self, *args, **kwargs):
+        parts = original(self, *args, **kwargs)
+        for part in parts:
+            part.scores = part.scores.clamp(min=1e-6) ** power
+        return parts
+
+    return patched(ws.WPSSAM, "predict", predict)
+
+
 def variant(name: str, side: int):
     if name == "base":
         return contextlib.nullcontext()
@@ -146,6 +260,12 @@ def variant(name: str, side: int):
         return boxes_with_centres()
     if name.startswith("scale"):
         return scaled_boxes(float(name[5:]), side)
+    if name.startswith("snap"):
+        return snapped(float(name[4:]))
+    if name.startswith("vote"):
+        return voted(int(name[4:]))
+    if name.startswith("spow"):
+        return score_power(float(name[4:]))
     if name.startswith("iou"):
         power, floor = (float(x) for x in name[3:].split("_"))
         return rated_by_iou(power, floor)

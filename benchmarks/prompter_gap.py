@@ -18,7 +18,11 @@ and that recall by part size (the square root of the box's area, in pixels of SA
 where, for dense prompters, each bin's missed parts are split by the heat-map score of their class
 around their centre cell (the 3x3 cells, both views averaged as at inference): below the peak
 threshold (the heat map does not see the part) or at or above it (a peak is there, but no kept part
-overlaps the part by 0.5 or more).
+overlaps the part by 0.5 or more). ``recall_by_class`` gives, per part class, the parts, their mean
+size, the share found at IoU 0.5 (with any class and with the right one), the mean IoU of each part
+with its paired prediction (0 where unpaired) and, for dense prompters, the share whose class scores
+at or above the peak threshold around their centre: which classes the prompter does not see, and
+which it sees but boxes badly; beside them the class's IoU as it is and with every repair.
 
     python benchmarks/prompter_gap.py --run DIR/runs/wps-sam-box --data DIR/toyparts [--split val]
         [--mask-threshold T]
@@ -110,6 +114,37 @@ def recall_by_size(
     return table
 
 
+def recall_by_class(
+    labels: torch.Tensor,
+    class_names: list[str],
+    sides: torch.Tensor,
+    paired_iou: torch.Tensor,
+    right_class: torch.Tensor,
+    scores: torch.Tensor | None,
+    threshold: float | None,
+) -> dict:
+    """Per part class with parts (one entry per ground-truth part in the [N] inputs: class, size in
+    pixels, IoU with its paired prediction (0: unpaired), whether that prediction has the part's
+    class, and the heat-map score around its centre for dense prompters), the statistics above."""
+    table = {}
+    for c, name in enumerate(class_names):
+        mine = labels == c
+        if not mine.any():
+            continue
+        found = paired_iou[mine] >= 0.5
+        row = {
+            "parts": int(mine.sum()),
+            "mean_side_px": round(float(sides[mine].mean()), 1),
+            "found": round(float(found.float().mean()), 3),
+            "found_with_class": round(float((found & right_class[mine]).float().mean()), 3),
+            "mean_paired_iou": round(float(paired_iou[mine].mean()), 3),
+        }
+        if scores is not None:
+            row["seen"] = round(float((scores[mine] >= threshold).float().mean()), 3)
+        table[name] = row
+    return table
+
+
 def centre_scores(
     model, embeddings, mirrored, gt_boxes: torch.Tensor, gt_labels: torch.Tensor
 ) -> torch.Tensor:
@@ -140,7 +175,7 @@ def measure(
     threshold = float(torch.sigmoid(torch.tensor(mask_threshold)))
     matrices = {v: ConfusionMatrix(model.num_classes + 1) for v in VARIANTS}
     counts = {"parts": 0, "kept": 0, "recall_iou50": 0, "recall_iou75": 0, "recall_iou50_class": 0}
-    sides, found, scores_at_parts = [], [], []
+    sides, paired, right, part_labels, scores_at_parts = [], [], [], [], []
     dense = model.mirrors_at_test  # the dense prompter (its heat maps)
     for i, entry in enumerate(index.images):
         item = dataset[i]
@@ -154,12 +189,16 @@ def measure(
         counts["parts"] += len(gt_labels)
         counts["kept"] += len(keep)
         paired_iou = torch.zeros(len(gt_labels))  # each part's IoU with its pair (0: none)
+        right_class = torch.zeros(len(gt_labels), dtype=torch.bool)  # its pair has its class
         for p, g in pairs.items():
             paired_iou[g] = iou[p, g]
+            right_class[g] = bool(labels[p] == gt_labels[g])
             counts["recall_iou50"] += bool(iou[p, g] >= 0.5)
             counts["recall_iou75"] += bool(iou[p, g] >= 0.75)
             counts["recall_iou50_class"] += bool(iou[p, g] >= 0.5 and labels[p] == gt_labels[g])
-        found.append(paired_iou >= 0.5)
+        paired.append(paired_iou)
+        right.append(right_class)
+        part_labels.append(gt_labels)
         sides.append(((gt_boxes[:, 2:] - gt_boxes[:, :2]).clamp(min=0).prod(-1)).sqrt())
         if dense:
             scores_at_parts.append(centre_scores(model, embeddings, mirrored, gt_boxes, gt_labels))
@@ -179,18 +218,24 @@ def measure(
             matrices[variant].update(pred_map, gt_map)
     names = ["background", *index.class_names]
     parts = max(counts["parts"], 1)
+    sides_t, paired_t = torch.cat(sides), torch.cat(paired)
+    scores_t = torch.cat(scores_at_parts).cpu() if dense else None
+    threshold = model.prompter.peak_threshold if dense else None
+    by_class = recall_by_class(
+        torch.cat(part_labels), index.class_names, sides_t, paired_t, torch.cat(right), scores_t, threshold
+    )
+    for variant in ("as-is", "all-repaired+missed"):  # each class's IoU as it is and with every repair
+        for row in matrices[variant].compute(names)["per_class"][1:]:
+            if row["name"] in by_class:
+                by_class[row["name"]][f"iou_{variant}"] = round(row["iou"], 3)
     return {
         "miou": {v: round(m.compute(names)["miou"], 4) for v, m in matrices.items()},
         "kept_per_part": round(counts["kept"] / parts, 3),
         "recall": {
             k.removeprefix("recall_"): round(counts[k] / parts, 3) for k in counts if k.startswith("recall")
         },
-        "recall_by_size": recall_by_size(
-            torch.cat(sides),
-            torch.cat(found),
-            torch.cat(scores_at_parts).cpu() if dense else None,
-            model.prompter.peak_threshold if dense else None,
-        ),
+        "recall_by_size": recall_by_size(sides_t, paired_t >= 0.5, scores_t, threshold),
+        "recall_by_class": by_class,
         "parts": counts["parts"],
         "images": len(index.images),
         "flip_test": cfg.inference.flip_test,

@@ -3,7 +3,13 @@
 from types import SimpleNamespace
 
 import torch
-from benchmarks.prompter_gap import centre_scores, pair_parts, recall_by_size, repaired_prompts
+from benchmarks.prompter_gap import (
+    centre_scores,
+    pair_parts,
+    recall_by_class,
+    recall_by_size,
+    repaired_prompts,
+)
 
 GT_BOXES = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 0, 50, 10]])
 GT_LABELS = torch.tensor([0, 1, 2])
@@ -58,6 +64,29 @@ def test_recall_by_size_bins_parts_and_splits_the_misses_by_their_heat_map_score
     assert table["50-inf"]["found"] == 0.5 and table["50-inf"]["missed_below_threshold"] == 1
     # a set prompter has no heat maps: sizes and recall only
     assert recall_by_size(sides, found, None, None)["0-12"] == {"parts": 2, "found": 0.5}
+
+
+def test_recall_by_class_counts_each_class_found_seen_and_its_paired_iou():
+    labels = torch.tensor([0, 0, 2, 0])
+    sides = torch.tensor([10.0, 20, 30, 30])
+    paired_iou = torch.tensor([0.8, 0.6, 0.4, 0.0])  # part 3 unpaired
+    right_class = torch.tensor([True, False, True, False])  # part 1 paired with another class
+    scores = torch.tensor([0.9, 0.5, 0.35, 0.1])
+    table = recall_by_class(labels, ["a", "b", "c"], sides, paired_iou, right_class, scores, 0.3)
+    assert list(table) == ["a", "c"]  # a class with no part has no row
+    assert table["a"] == {
+        "parts": 3,
+        "mean_side_px": 20.0,
+        "found": 0.667,
+        "found_with_class": 0.333,
+        "mean_paired_iou": 0.467,
+        "seen": 0.667,
+    }
+    assert table["c"]["found"] == 0.0 and table["c"]["seen"] == 1.0
+    assert (
+        "seen"
+        not in recall_by_class(labels, ["a", "b", "c"], sides, paired_iou, right_class, None, None)["a"]
+    )
 
 
 def test_centre_scores_read_the_part_class_around_its_centre_cell_averaged_with_the_mirror():
