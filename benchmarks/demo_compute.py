@@ -3,12 +3,15 @@ prompter's training step by operator.
 
     python benchmarks/demo_compute.py encoder    # bf16 eager vs torch.compile, batches of 8
     python benchmarks/demo_compute.py prompter   # one training step of the demo's dense prompter
+    python benchmarks/demo_compute.py prompter --float32   # the same in float32 (CPUs without bf16)
 
 ``encoder`` prints images/s of the shipped tiny SAM's encoder under bf16 autocast on batches of 8
 random 256 px images, eager and under ``torch.compile``, and how long the compiled encoder's first
 call took. ``prompter`` times a step of the demo's dense prompter (width 64, geometry radius 2, 23
-classes, 8 random embeddings, bf16 autocast, AdamW; a stand-in loss, since only the step's operators
-matter) and prints the torch profiler's table of its operators by self CPU time.
+classes, 8 random embeddings, bf16 autocast or, with ``--float32``, none; AdamW; a stand-in loss,
+since only the step's operators matter) and prints the torch profiler's table of its operators by
+self CPU time. On a CPU without native bf16 the bf16 step runs PyTorch's slow reference
+convolutions (``aten::slow_conv_dilated2d``), which is why the demo trains in float32 there.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def encoder(iters: int) -> dict[str, float]:
     return result
 
 
-def prompter(iters: int) -> str:
+def prompter(iters: int, bf16: bool = True) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     from wps_sam.modeling.dense_prompter import DensePrompter
@@ -53,7 +56,7 @@ def prompter(iters: int) -> str:
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model.dense(embeddings)
         loss = out["heatmap"].float().sigmoid().mean() + out["geometry"].mean()
         optimizer.zero_grad()
@@ -77,11 +80,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=("encoder", "prompter"))
     parser.add_argument("--iters", type=int, default=15)
+    parser.add_argument("--float32", action="store_true", help="prompter: no bf16 autocast")
     args = parser.parse_args()
     if args.part == "encoder":
         print(json.dumps({"threads": torch.get_num_threads(), **encoder(args.iters)}))
     else:
-        print(prompter(args.iters))
+        print(prompter(args.iters, bf16=not args.float32))
 
 
 if __name__ == "__main__":
