@@ -216,24 +216,21 @@ def voted(radius: int):
     def peaks(self, dense):
         out = original(self, dense)
         heat = dense["heatmap"].float().sigmoid()  # [B, C, h, w]
-        geometry = dense["geometry"].float()  # [B, h, w, G]
         b, c, h, w = heat.shape
-        labels = out["pred_logits"][..., :c].argmax(-1)  # [B, K]
+        # the peaks' classes and cells, picked exactly as DensePrompter.peaks picks them
+        peak = heat == F.max_pool2d(heat, 3, stride=1, padding=1)
+        flat = torch.where(peak, heat, torch.zeros_like(heat)).flatten(1)
+        idx = flat.topk(out["pred_logits"].shape[1], dim=1).indices  # [B, K]
+        labels, cell = idx // (h * w), idx % (h * w)
         k = 2 * radius + 1
-        # [B, C, h*w, k*k] neighbourhood scores and [B, h*w, k*k, G] neighbourhood geometry
+        # each cell's neighbourhood: scores [B, C, h*w, k*k] and geometry [B, h*w, k*k, G]
         hood = F.unfold(heat, k, padding=radius).view(b, c, k * k, h * w).transpose(2, 3)
-        geo = F.unfold(geometry.permute(0, 3, 1, 2), k, padding=radius)
-        geo = geo.view(b, geometry.shape[-1], k * k, h * w).permute(0, 3, 2, 1)
-        peak_geometry = out["pred_geometry"]
-        # the cell of each peak: the one whose own geometry the peak read
-        flat = geometry.flatten(1, 2)  # [B, h*w, G]
-        cell = (flat[:, None] - peak_geometry[:, :, None]).abs().sum(-1).argmin(-1)  # [B, K]
-        bi = torch.arange(b)[:, None].expand_as(cell)
-        weights = hood[bi, labels, cell]  # [B, K, k*k]
-        boxes = geo[bi, cell]  # [B, K, k*k, G]
-        out["pred_geometry"] = (weights[..., None] * boxes).sum(2) / weights.sum(2, keepdim=True).clamp(
-            min=1e-6
-        )
+        geometry = dense["geometry"].float().permute(0, 3, 1, 2)  # [B, G, h, w]
+        geo = F.unfold(geometry, k, padding=radius).view(b, -1, k * k, h * w).permute(0, 3, 2, 1)
+        image = torch.arange(b)[:, None].expand_as(cell)
+        weights = hood[image, labels, cell]  # [B, K, k*k]; zero-padded cells weigh nothing
+        total = weights.sum(2, keepdim=True).clamp(min=1e-6)
+        out["pred_geometry"] = (weights[..., None] * geo[image, cell]).sum(2) / total
         return out
 
     return patched(DensePrompter, "peaks", peaks)

@@ -8,7 +8,7 @@ of ``--scales``, reads the prompter's heat maps and geometry at every scale, and
 standard protocol, each scale alone and fusions of scales: the maps resized to one grid (heat-map
 probabilities bilinearly, each cell's geometry from the scale whose heat map is highest there),
 averaged, then the peaks. SAM always decodes the masks from the run's own 256 px embedding, so only
-where the parts are found changes.
+where the parts are found changes. Every view is encoded in float32.
 
     python benchmarks/input_scales.py DEMO_DIR [--run wps-sam-box] [--scales 256 320 384] [--limit N]
 
@@ -63,6 +63,21 @@ def fuse(views: list[dict[str, torch.Tensor]], grid: tuple[int, int]) -> dict[st
     return {"heatmap": torch.logit(torch.stack(heats).mean(0), eps=1e-6), "geometry": geometry}
 
 
+def scale_views(model, image, scales: list[int]) -> tuple[dict[int, dict], torch.Tensor]:
+    """The prompter's maps of ``image`` (uint8 [H, W, 3]) at every input size of ``scales``, each
+    averaged with its mirrored frame's, and the embedding [1, 256, h, w] at the run's own size."""
+    views, own = {}, None
+    for side in scales:
+        frame = SamTransform(side).apply_image(image)[None]
+        embeddings = model.image_encoder(frame)
+        own = embeddings if side == model.image_size else own
+        mirrored = model.image_encoder(frame.flip(-1))
+        views[side] = average_with_mirror(
+            dense_at_any_size(model.prompter, embeddings), dense_at_any_size(model.prompter, mirrored)
+        )
+    return views, own
+
+
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -86,16 +101,8 @@ def main() -> None:
     threshold = float(torch.sigmoid(torch.tensor(cfg.inference.mask_threshold)))
     grid = model.prompter.embed_size
     for entry in index.images[: args.limit]:
-        image, size = read_image(entry.path), (entry.height, entry.width)
-        views, own = {}, None
-        for s in args.scales:
-            x = SamTransform(s).apply_image(image)[None]
-            embeddings = model.image_encoder(x)
-            own = embeddings if s == side else own
-            mirrored = model.image_encoder(x.flip(-1))
-            views[s] = average_with_mirror(
-                dense_at_any_size(model.prompter, embeddings), dense_at_any_size(model.prompter, mirrored)
-            )
+        size = (entry.height, entry.width)
+        views, own = scale_views(model, read_image(entry.path), args.scales)
         gt_map = baselines.gt_semantic_map(entry)
         for name, scales in variants.items():
             maps = views[scales[0]] if len(scales) == 1 else fuse([views[s] for s in scales], grid)

@@ -91,6 +91,18 @@ def repaired_prompts(variant, boxes, labels, scores, gt_boxes, gt_labels, pairs)
     return boxes, labels, scores
 
 
+def semantic_map(model, embeddings, prompts, input_size, entry, threshold: float) -> torch.Tensor:
+    """The label map (original frame) SAM paints from ``prompts`` (boxes [K, 4] in the input frame,
+    classes, scores; :func:`repaired_prompts`) on one image's ``embeddings`` [1, 256, h, w]."""
+    boxes, labels, scores = prompts
+    original = (entry.height, entry.width)
+    if not len(labels):
+        return compose_semantic_map(torch.zeros(0, *original), labels, scores, threshold)
+    logits, _ = model.decoder(embeddings, model.teacher.encode(boxes=boxes)[None])
+    probs = masks_to_frame(logits[0], model.image_size, input_size, original).sigmoid()
+    return compose_semantic_map(probs.cpu(), labels, scores, threshold)
+
+
 def recall_by_size(
     sides: torch.Tensor, found: torch.Tensor, scores: torch.Tensor | None, threshold: float | None
 ) -> dict:
@@ -143,6 +155,14 @@ def recall_by_class(
             row["seen"] = round(float((scores[mine] >= threshold).float().mean()), 3)
         table[name] = row
     return table
+
+
+def add_class_iou(by_class: dict, matrices: dict[str, ConfusionMatrix], names: list[str]) -> None:
+    """Each row of ``by_class`` (in place) gains its class's IoU as it is and with every repair."""
+    for variant in ("as-is", "all-repaired+missed"):
+        for row in matrices[variant].compute(names)["per_class"][1:]:
+            if row["name"] in by_class:
+                by_class[row["name"]][f"iou_{variant}"] = round(row["iou"], 3)
 
 
 def centre_scores(
@@ -202,39 +222,33 @@ def measure(
         sides.append(((gt_boxes[:, 2:] - gt_boxes[:, :2]).clamp(min=0).prod(-1)).sqrt())
         if dense:
             scores_at_parts.append(centre_scores(model, embeddings, mirrored, gt_boxes, gt_labels))
-        original = (entry.height, entry.width)
         gt_map = gt_semantic_map(entry)
         for variant in VARIANTS:
-            v_boxes, v_labels, v_scores = repaired_prompts(
-                variant, boxes, labels, scores, gt_boxes, gt_labels, pairs
-            )
-            if len(v_labels):
-                tokens = model.teacher.encode(boxes=v_boxes)
-                logits, _ = model.decoder(embeddings, tokens[None])
-                probs = masks_to_frame(logits[0], size, item["input_size"], original).sigmoid()
-            else:
-                probs = torch.zeros(0, *original)
-            pred_map = compose_semantic_map(probs.cpu(), v_labels, v_scores, threshold)
+            prompts = repaired_prompts(variant, boxes, labels, scores, gt_boxes, gt_labels, pairs)
+            pred_map = semantic_map(model, embeddings, prompts, item["input_size"], entry, threshold)
             matrices[variant].update(pred_map, gt_map)
     names = ["background", *index.class_names]
     parts = max(counts["parts"], 1)
     sides_t, paired_t = torch.cat(sides), torch.cat(paired)
     scores_t = torch.cat(scores_at_parts).cpu() if dense else None
-    threshold = model.prompter.peak_threshold if dense else None
+    peak_threshold = model.prompter.peak_threshold if dense else None
     by_class = recall_by_class(
-        torch.cat(part_labels), index.class_names, sides_t, paired_t, torch.cat(right), scores_t, threshold
+        torch.cat(part_labels),
+        index.class_names,
+        sides_t,
+        paired_t,
+        torch.cat(right),
+        scores_t,
+        peak_threshold,
     )
-    for variant in ("as-is", "all-repaired+missed"):  # each class's IoU as it is and with every repair
-        for row in matrices[variant].compute(names)["per_class"][1:]:
-            if row["name"] in by_class:
-                by_class[row["name"]][f"iou_{variant}"] = round(row["iou"], 3)
+    add_class_iou(by_class, matrices, names)
     return {
         "miou": {v: round(m.compute(names)["miou"], 4) for v, m in matrices.items()},
         "kept_per_part": round(counts["kept"] / parts, 3),
         "recall": {
             k.removeprefix("recall_"): round(counts[k] / parts, 3) for k in counts if k.startswith("recall")
         },
-        "recall_by_size": recall_by_size(sides_t, paired_t >= 0.5, scores_t, threshold),
+        "recall_by_size": recall_by_size(sides_t, paired_t >= 0.5, scores_t, peak_threshold),
         "recall_by_class": by_class,
         "parts": counts["parts"],
         "images": len(index.images),

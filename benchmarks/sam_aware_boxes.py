@@ -7,7 +7,8 @@ such boxes; before building that, this measures its ceiling on the ground truth 
 box of a held-out image is a parameter; Adam (lr 1 pixel) takes ``--steps`` gradient steps on the
 dice loss between the x and y projections of SAM's mask (max over rows, over columns) and those of
 the true box, through SAM's frozen prompt encoder and mask decoder; the oracle (every part its
-class, score 1) is scored with the standard protocol after each of the steps named.
+class, score 1) is scored with the standard protocol after each of the steps named. The images are
+encoded in float32.
 
     python benchmarks/sam_aware_boxes.py DEMO_DIR [--steps 0 5 10 20] [--limit N]
 
