@@ -108,24 +108,45 @@ def best_of_three():
 def rated_by_iou(power: float, floor: float):
     """WPSSAM.predict and the oracle with SAM's predicted IoU in the scores (one image at a time)."""
 
+    def decode_parts(model, outputs, b, kept, embeddings):
+        idx, labels, scores = kept
+        masks, iou = model.decoder(embeddings, outputs["pred_tokens"][b, idx][:, None])
+        iou = iou.reshape(len(idx)).clamp(0, 1)
+        keep = iou >= floor
+        return ws.PartPrediction(
+            labels[keep], (scores * iou**power)[keep], masks[:, 0].float()[keep], idx[keep]
+        )
+
+    def decode(oracle, embedding, boxes):
+        logits, iou = oracle.decoder(embedding, oracle.teacher(boxes=boxes)[None])
+        return logits[0], iou.reshape(-1).clamp(0, 1) ** power
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(patched(ws.WPSSAM, "predict", predicting(decode_parts)))
+    stack.enter_context(patched(baselines.SamBoxOracle, "__call__", oracle_decoding(decode)))
+    return stack
+
+
+def predicting(decode_parts):
+    """``WPSSAM.predict`` one image at a time, each image's kept queries made a ``PartPrediction`` by
+    ``decode_parts(model, outputs, b, (idx, labels, scores), embeddings [K, 256, h, w])``."""
+
     @torch.no_grad()
     def predict(self, image_embeddings, score_threshold=0.0, point_multimask=False, mirrored_embeddings=None):
         outputs = self(image_embeddings, mirrored_embeddings)
         parts = []
         for b, logits in enumerate(outputs["pred_logits"]):
-            idx, labels, scores = select_queries(logits, score_threshold)
-            masks, iou = self.decoder(
-                image_embeddings[b : b + 1].expand(len(idx), -1, -1, -1),
-                outputs["pred_tokens"][b, idx][:, None],
-            )
-            iou = iou.reshape(len(idx)).clamp(0, 1)
-            keep = iou >= floor
-            parts.append(
-                ws.PartPrediction(
-                    labels[keep], (scores * iou**power)[keep], masks[:, 0].float()[keep], idx[keep]
-                )
-            )
+            kept = select_queries(logits, score_threshold)
+            embeddings = image_embeddings[b : b + 1].expand(len(kept[0]), -1, -1, -1)
+            parts.append(decode_parts(self, outputs, b, kept, embeddings))
         return parts
+
+    return predict
+
+
+def oracle_decoding(decode):
+    """``SamBoxOracle.__call__`` whose masks and composition weights come from ``decode(oracle,
+    embedding [1, 256, h, w], true boxes [N, 4] in the input frame) -> (logits [N, m, m], [N])``."""
 
     @torch.no_grad()
     def oracle(self, i):
@@ -134,18 +155,12 @@ def rated_by_iou(power: float, floor: float):
         if not entry.parts:
             return torch.zeros(size, dtype=torch.long)
         boxes = self.transform.apply_boxes(np.stack([p.box for p in entry.parts]), size)
-        logits, iou = self.decoder(
-            self.embeddings[i : i + 1].float(), self.teacher(boxes=torch.from_numpy(boxes))[None]
-        )
+        logits, weights = decode(self, self.embeddings[i : i + 1].float(), torch.from_numpy(boxes))
         frame = self.transform.image_size, self.transform.input_size(size), size
-        probs = masks_to_frame(logits[0], *frame).sigmoid()
-        weights = iou.reshape(-1).clamp(0, 1) ** power
+        probs = masks_to_frame(logits, *frame).sigmoid()
         return compose_semantic_map(probs, baselines._labels(entry), weights, self.threshold)
 
-    stack = contextlib.ExitStack()
-    stack.enter_context(patched(ws.WPSSAM, "predict", predict))
-    stack.enter_context(patched(baselines.SamBoxOracle, "__call__", oracle))
-    return stack
+    return oracle
 
 
 def mask_boxes(logits: torch.Tensor, boxes: torch.Tensor, side: int) -> torch.Tensor:
@@ -176,36 +191,22 @@ def snap(teacher, decoder, embeddings: torch.Tensor, boxes: torch.Tensor, alpha:
 def snapped(alpha: float):
     """WPSSAM.predict and the oracle with every box snapped (see ``snap<A>``; one image at a time)."""
 
-    @torch.no_grad()
-    def predict(self, image_embeddings, score_threshold=0.0, point_multimask=False, mirrored_embeddings=None):
-        outputs = self(image_embeddings, mirrored_embeddings)
-        parts = []
-        for b, logits in enumerate(outputs["pred_logits"]):
-            idx, labels, scores = select_queries(logits, score_threshold)
-            emb = image_embeddings[b : b + 1].expand(len(idx), -1, -1, -1)
-            boxes = to_pixels(outputs["pred_geometry"][b, idx].float(), "box", self.image_size)
-            masks, _ = self.decoder(emb, snap(self.teacher, self.decoder, emb, boxes, alpha)[:, None])
-            parts.append(ws.PartPrediction(labels, scores, masks[:, 0].float(), idx))
-        return parts
+    def decode_parts(model, outputs, b, kept, embeddings):
+        idx, labels, scores = kept
+        boxes = to_pixels(outputs["pred_geometry"][b, idx].float(), "box", model.image_size)
+        tokens = snap(model.teacher, model.decoder, embeddings, boxes, alpha)
+        masks, _ = model.decoder(embeddings, tokens[:, None])
+        return ws.PartPrediction(labels, scores, masks[:, 0].float(), idx)
 
-    @torch.no_grad()
-    def oracle(self, i):
-        entry = self.index.images[i]
-        size = (entry.height, entry.width)
-        if not entry.parts:
-            return torch.zeros(size, dtype=torch.long)
-        boxes = torch.from_numpy(
-            self.transform.apply_boxes(np.stack([p.box for p in entry.parts]), size)
-        ).float()
-        emb = self.embeddings[i : i + 1].float().expand(len(boxes), -1, -1, -1)
-        logits, _ = self.decoder(emb, snap(self.teacher, self.decoder, emb, boxes, alpha)[:, None])
-        frame = self.transform.image_size, self.transform.input_size(size), size
-        probs = masks_to_frame(logits[:, 0], *frame).sigmoid()
-        return compose_semantic_map(probs, baselines._labels(entry), torch.ones(len(boxes)), self.threshold)
+    def decode(oracle, embedding, boxes):
+        embeddings = embedding.expand(len(boxes), -1, -1, -1)
+        tokens = snap(oracle.teacher, oracle.decoder, embeddings, boxes.float(), alpha)
+        logits, _ = oracle.decoder(embeddings, tokens[:, None])
+        return logits[:, 0], torch.ones(len(boxes))
 
     stack = contextlib.ExitStack()
-    stack.enter_context(patched(ws.WPSSAM, "predict", predict))
-    stack.enter_context(patched(baselines.SamBoxOracle, "__call__", oracle))
+    stack.enter_context(patched(ws.WPSSAM, "predict", predicting(decode_parts)))
+    stack.enter_context(patched(baselines.SamBoxOracle, "__call__", oracle_decoding(decode)))
     return stack
 
 
