@@ -49,6 +49,7 @@ from wps_sam.modeling import wps_sam as ws
 from wps_sam.modeling.dense_prompter import DensePrompter
 from wps_sam.modeling.geometry import to_pixels
 from wps_sam.postprocess import compose_semantic_map, select_queries
+from wps_sam.predictor import _mask_boxes
 from wps_sam.sam.decoder import PromptMaskDecoder, masks_to_frame
 from wps_sam.sam.teacher import TeacherTokens
 
@@ -167,15 +168,7 @@ def mask_boxes(logits: torch.Tensor, boxes: torch.Tensor, side: int) -> torch.Te
     """[N, 4] xyxy tight boxes of the masks ``logits`` [N, m, m] > 0 (input frame of side ``side``);
     ``boxes`` [N, 4] where a mask is empty."""
     on = logits > 0
-    cell = side / logits.shape[-1]
-    rows, cols = on.any(2), on.any(1)  # [N, m]
-    ar = torch.arange(logits.shape[-1], device=logits.device)
-    big = logits.shape[-1]
-    x0 = torch.where(cols, ar, big).min(1).values
-    x1 = torch.where(cols, ar, -1).max(1).values + 1
-    y0 = torch.where(rows, ar, big).min(1).values
-    y1 = torch.where(rows, ar, -1).max(1).values + 1
-    tight = torch.stack([x0, y0, x1, y1], 1).float() * cell
+    tight = _mask_boxes(on) * (side / logits.shape[-1])
     return torch.where(on.flatten(1).any(1)[:, None], tight, boxes)
 
 

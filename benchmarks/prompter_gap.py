@@ -215,7 +215,7 @@ def measure(
             right_class[g] = bool(labels[p] == gt_labels[g])
             counts["recall_iou50"] += bool(iou[p, g] >= 0.5)
             counts["recall_iou75"] += bool(iou[p, g] >= 0.75)
-            counts["recall_iou50_class"] += bool(iou[p, g] >= 0.5 and labels[p] == gt_labels[g])
+            counts["recall_iou50_class"] += bool(iou[p, g] >= 0.5 and right_class[g])
         paired.append(paired_iou)
         right.append(right_class)
         part_labels.append(gt_labels)

@@ -71,16 +71,15 @@ def main() -> None:
         boxes = true.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([boxes], lr=1.0)
         for step in range(max(args.steps) + 1):
-            if step in args.steps:
+            logits = model.decoder(embeddings, model.teacher.encode(boxes=boxes)[:, None])[0][:, 0]
+            if step in args.steps:  # the masks of the boxes as they stand after `step` steps
                 with torch.no_grad():
-                    logits, _ = model.decoder(embeddings, model.teacher.encode(boxes=boxes)[:, None])
-                    probs = masks_to_frame(logits[:, 0], side, transform.input_size(size), size).sigmoid()
+                    probs = masks_to_frame(logits, side, transform.input_size(size), size).sigmoid()
                     pred = compose_semantic_map(probs, baselines._labels(entry), torch.ones(len(true)), 0.5)
                 matrices[step].update(pred, gt_map)
             if step == max(args.steps):
                 break
-            logits, _ = model.decoder(embeddings, model.teacher.encode(boxes=boxes)[:, None])
-            loss = projection_loss(logits[:, 0], true, side).sum()
+            loss = projection_loss(logits, true, side).sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
