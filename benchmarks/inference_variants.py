@@ -44,6 +44,7 @@ from wps_sam.data.transforms import SamTransform
 from wps_sam.demo import baselines
 from wps_sam.demo.runner import finished_run
 from wps_sam.engine.loop import encoder_autocast
+from wps_sam.errors import WpsSamError
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.modeling import wps_sam as ws
 from wps_sam.modeling.dense_prompter import DensePrompter
@@ -243,23 +244,31 @@ def score_power(power: float):
 
 
 def variant(name: str, side: int):
-    if name == "base":
-        return contextlib.nullcontext()
-    if name == "multimask":
-        return best_of_three()
-    if name == "boxpoint":
-        return boxes_with_centres()
-    if name.startswith("scale"):
-        return scaled_boxes(float(name[5:]), side)
-    if name.startswith("snap"):
-        return snapped(float(name[4:]))
-    if name.startswith("vote"):
-        return voted(int(name[4:]))
-    if name.startswith("spow"):
-        return score_power(float(name[4:]))
-    if name.startswith("iou"):
-        power, floor = (float(x) for x in name[3:].split("_"))
-        return rated_by_iou(power, floor)
+    """The context manager that applies variant ``name`` (parsed now, applied when called)."""
+    try:
+        if name == "base":
+            return contextlib.nullcontext
+        if name == "multimask":
+            return best_of_three
+        if name == "boxpoint":
+            return boxes_with_centres
+        if name.startswith("scale"):
+            factor = float(name[5:])
+            return lambda: scaled_boxes(factor, side)
+        if name.startswith("snap"):
+            alpha = float(name[4:])
+            return lambda: snapped(alpha)
+        if name.startswith("vote"):
+            radius = int(name[4:])
+            return lambda: voted(radius)
+        if name.startswith("spow"):
+            power = float(name[4:])
+            return lambda: score_power(power)
+        if name.startswith("iou"):
+            power, floor = (float(x) for x in name[3:].split("_"))
+            return lambda: rated_by_iou(power, floor)
+    except ValueError:
+        raise SystemExit(f"variant {name!r}: its number does not parse (see the docstring)") from None
     raise SystemExit(f"unknown variant {name!r}")
 
 
@@ -269,8 +278,12 @@ def main() -> None:
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--run", default="wps-sam-box", help="the box run under DEMO/runs")
     args = parser.parse_args()
-    predictor, index = finished_run(args.demo, args.run, "cpu")
+    try:
+        predictor, index = finished_run(args.demo, args.run, "cpu")
+    except WpsSamError as error:
+        raise SystemExit(str(error)) from None
     model, cfg = predictor.model, predictor.cfg
+    variants = {name: variant(name, model.image_size) for name in args.variants}  # typos fail first
     dataset = PartSegmentationDataset(index, SamTransform(model.image_size), point_mode="box_center")
     own, mirrored = [], []
     with torch.no_grad(), encoder_autocast(predictor.device, cfg.train.amp, cfg.train.cpu_amp):
@@ -285,8 +298,8 @@ def main() -> None:
         image_encoder=model.image_encoder,
     )
     gt_maps = [baselines.gt_semantic_map(entry) for entry in index.images]
-    for name in args.variants:
-        with variant(name, model.image_size):
+    for name, apply in variants.items():
+        with apply():
             run = evaluate(
                 model, index, cfg, predictor.device, progress=False,
                 embeddings=embeddings, mirrored_embeddings=mirrored_embeddings,

@@ -28,6 +28,7 @@ from wps_sam.data.images import read_image
 from wps_sam.data.transforms import SamTransform
 from wps_sam.demo import baselines
 from wps_sam.demo.runner import finished_run
+from wps_sam.errors import WpsSamError
 from wps_sam.evaluation.metrics import ConfusionMatrix
 from wps_sam.modeling.dense_prompter import DensePrompter, average_with_mirror
 from wps_sam.modeling.geometry import to_pixels
@@ -86,7 +87,10 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[256, 320, 384])
     parser.add_argument("--limit", type=int, help="the first N held-out images only")
     args = parser.parse_args()
-    predictor, index = finished_run(args.demo, args.run, "cpu")
+    try:
+        predictor, index = finished_run(args.demo, args.run, "cpu")
+    except WpsSamError as error:
+        raise SystemExit(str(error)) from None
     model, cfg = predictor.model, predictor.cfg
     side = model.image_size
     if side not in args.scales or any(s % 32 for s in args.scales):

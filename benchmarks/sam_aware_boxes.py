@@ -28,6 +28,7 @@ from wps_sam.data.images import read_image
 from wps_sam.data.transforms import SamTransform
 from wps_sam.demo import baselines
 from wps_sam.demo.runner import finished_run
+from wps_sam.errors import WpsSamError
 from wps_sam.evaluation.metrics import ConfusionMatrix
 from wps_sam.postprocess import compose_semantic_map
 from wps_sam.sam.decoder import masks_to_frame
@@ -52,7 +53,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 5, 10, 20])
     parser.add_argument("--limit", type=int, help="the first N held-out images only")
     args = parser.parse_args()
-    predictor, index = finished_run(args.demo, "wps-sam-box", "cpu")
+    try:
+        predictor, index = finished_run(args.demo, "wps-sam-box", "cpu")
+    except WpsSamError as error:
+        raise SystemExit(str(error)) from None
     model = predictor.model
     side = model.image_size
     transform = SamTransform(side)
