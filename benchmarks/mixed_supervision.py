@@ -10,17 +10,23 @@ same steps, same images, scored on the demo's held-out split (standard mIoU, as 
 * ``box-subset``: the same boxed parts alone, the point-labelled ones dropped from the json (what a
   box-only method can use of the mixed labels).
 
+``--click-source sam`` makes the clicks from the boxes alone, as a project with nothing but boxes
+could (:func:`sam_clicks`): each clicked part's point is the pixel farthest from the boundary of the
+tiny SAM's mask of its box (the mask's part inside the box); its box is then dropped as before, so
+that the runs differ from ``interior``'s only in where the clicks sit. ``--variants`` runs some of
+the four only (none: the clicks and how often they fall on their part).
+
 The demo's data and embedding cache are reused from ``--work`` when they are there (``wps-sam demo
 --out DIR`` leaves them in DIR); the label variants hard-link the same image files, so every run
 reads the same cached embeddings.
 
     python benchmarks/mixed_supervision.py --work DIR [--point-fraction 0.5] [--seed 0] \
-        [--train-images N] [--set KEY=VALUE ...]
+        [--train-images N] [--click-source interior|sam] [--variants box mixed ...] [--set KEY=VALUE ...]
 
 (``--train-images``: the demo's ``--train-images``; ``--set``: overrides of the WPS-SAM configuration,
 e.g. ``inference.flip_test=false`` for one view at test time.)
 
-prints one JSON object (also written to DIR/mixed-supervision-seed<S>.json).
+prints one JSON object (also written to DIR/mixed-supervision-<click source>-seed<S>.json).
 """
 
 from __future__ import annotations
@@ -33,14 +39,25 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from wps_sam.data.coco import load_split
+from wps_sam.build import build_sam_from_config
+from wps_sam.cache import sam_fingerprint
+from wps_sam.config import Config
+from wps_sam.data.cached import split_embeddings
+from wps_sam.data.coco import instance_mask, load_split
+from wps_sam.data.targets import interior_point
+from wps_sam.data.transforms import SamTransform
 from wps_sam.demo.runner import QUICK_SETTINGS, DemoSettings, _wps_sam_config, prepare_toyparts
 from wps_sam.engine.trainer import train
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor
+from wps_sam.sam.decoder import PromptMaskDecoder, masks_to_frame
+from wps_sam.sam.teacher import TeacherTokens
 from wps_sam.synthetic.point_labels import keep_points_only
+
+VARIANTS = ("box", "point", "mixed", "box-subset")
 
 
 def label_variant(source: Path, out: Path, transform) -> Path:
@@ -60,6 +77,58 @@ def label_variant(source: Path, out: Path, transform) -> Path:
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(coco))
     return out
+
+
+def sam_clicks(root: Path, cfg: Config) -> tuple[dict[int, list[float]], dict[str, float]]:
+    """A click per training part of ``root`` from its box alone: (x, y) by annotation id, the pixel
+    centre farthest from the boundary of SAM's mask of the box (logits above 0, the part inside the
+    box; :func:`~wps_sam.data.targets.interior_point`), the box centre where that is empty. The
+    images' embeddings come through the embedding cache of ``cfg.train``.
+
+    Also returns how often the clicks, and for reference the box centres, fall on their part's own
+    mask (``on_part``, over the parts that have one) and how many masks of SAM were empty."""
+    sam = build_sam_from_config(cfg).eval()
+    index = load_split(root, cfg.data.train_split)
+    rows, _ = split_embeddings(
+        index, sam.image_encoder, sam_fingerprint(sam), cfg.train, torch.device("cpu"), False, progress=False
+    )
+    teacher = TeacherTokens(sam.prompt_encoder)
+    decoder = PromptMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
+    side = sam.image_encoder.img_size
+    transform = SamTransform(side)
+    clicks, on_part, empty = {}, np.zeros(2), 0
+    for i, entry in enumerate(index.images):
+        if not entry.parts:
+            continue
+        size = (entry.height, entry.width)
+        boxes = np.stack([p.box for p in entry.parts])
+        prompts = torch.from_numpy(transform.apply_boxes(boxes, size)).float()
+        with torch.no_grad():
+            tokens = teacher.encode(boxes=prompts)[:, None]
+            logits = decoder(rows[[i]].float().expand(len(boxes), -1, -1, -1), tokens)[0][:, 0]
+            masks = (masks_to_frame(logits, side, transform.input_size(size), size) > 0).numpy()
+        for part, box, mask in zip(entry.parts, boxes, masks, strict=True):
+            x0, y0 = np.floor(box[:2]).astype(int)
+            x1, y1 = np.ceil(box[2:]).astype(int)
+            inside = np.zeros_like(mask)
+            inside[y0:y1, x0:x1] = True
+            centre, point = (box[:2] + box[2:]) / 2, interior_point(mask & inside)
+            empty += point is None
+            clicks[part.ann_id] = centre if point is None else point
+            if part.segmentation is not None:
+                truth = instance_mask(part, *size)
+                for k, (x, y) in enumerate((clicks[part.ann_id], centre)):
+                    on_part[k] += truth[min(int(y), size[0] - 1), min(int(x), size[1] - 1)]
+    parts = sum(p.segmentation is not None for e in index.images for p in e.parts)
+    stats = {
+        "parts": len(clicks),
+        "sam_masks_empty": empty,
+        "on_part": {
+            "sam_click": round(on_part[0] / max(parts, 1), 4),
+            "box_centre": round(on_part[1] / max(parts, 1), 4),
+        },
+    }
+    return {k: [round(float(v), 2) for v in xy] for k, xy in clicks.items()}, stats
 
 
 def run_variant(
@@ -105,6 +174,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (the data are the demo's)")
     parser.add_argument("--quick", action="store_true", help="the demo's --quick sizes (a smoke run)")
     parser.add_argument("--train-images", type=int, help="training images (default: the demo's)")
+    parser.add_argument(
+        "--click-source",
+        choices=("interior", "sam"),
+        default="interior",
+        help="the clicks: each part's mask's interior point, or one made from its box by SAM (sam_clicks)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="the runs (none: the clicks only)",
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
     work = Path(args.work)
@@ -116,26 +198,41 @@ def main() -> None:
     )
     prepare_toyparts(work / "toyparts", settings, progress=False)
     demo = work / "toyparts"
+    started = time.time()
+    clicks, click_stats = None, None
+    if args.click_source == "sam":
+        clicks, click_stats = sam_clicks(
+            demo, _wps_sam_config(settings, demo, work / "embeddings", "box", args.seed, None)
+        )
+    clicks_s = round(time.time() - started, 1)
 
     def mixed(anns: list[dict]) -> list[dict]:
         return keep_points_only(
-            anns, args.point_fraction, settings.data_seed, settings.image_size, settings.image_size
+            anns, args.point_fraction, settings.data_seed, settings.image_size, settings.image_size, clicks
         )
 
     mixed_root = label_variant(demo, work / "toyparts-mixed", mixed)
     subset_root = label_variant(
         demo, work / "toyparts-box-subset", lambda anns: [a for a in mixed(anns) if "bbox" in a]
     )
-    started = time.time()
-    results = {
-        "box": run_variant("box", demo, "box", work, settings, args.seed, ("box",)),
-        "point": run_variant("point", demo, "point", work, settings, args.seed, ("point",)),
-        "mixed": run_variant("mixed", mixed_root, "mixed", work, settings, args.seed, ("box", "point")),
-        "box-subset": run_variant("box-subset", subset_root, "box", work, settings, args.seed, ("box",)),
+    clicked = "" if args.click_source == "interior" else "-sam-clicks"  # the runs' folders
+    runs = {
+        "box": lambda: run_variant("box", demo, "box", work, settings, args.seed, ("box",)),
+        "point": lambda: run_variant("point", demo, "point", work, settings, args.seed, ("point",)),
+        "mixed": lambda: run_variant(
+            f"mixed{clicked}", mixed_root, "mixed", work, settings, args.seed, ("box", "point")
+        ),
+        "box-subset": lambda: run_variant(
+            f"box-subset{clicked}", subset_root, "box", work, settings, args.seed, ("box",)
+        ),
     }
+    results = {name: runs[name]() for name in VARIANTS if name in args.variants}
     out = {
         "benchmark": "mixed supervision on the demo's data",
         "point_fraction": args.point_fraction,
+        "click_source": args.click_source,
+        "clicks_s": clicks_s,
+        "clicks": click_stats,
         "seed": args.seed,
         "demo_settings": {
             "train_images": settings.train_images,
@@ -146,7 +243,9 @@ def main() -> None:
         "total_s": round(time.time() - started, 1),
         "results": results,
     }
-    (work / f"mixed-supervision-seed{args.seed}.json").write_text(json.dumps(out, indent=1))
+    (work / f"mixed-supervision-{args.click_source}-seed{args.seed}.json").write_text(
+        json.dumps(out, indent=1)
+    )
     print(json.dumps(out, indent=1))
 
 

@@ -30,6 +30,7 @@ from wps_sam.modeling.prompter import Prompter
 from wps_sam.modeling.wps_sam import WPSSAM
 from wps_sam.sam.decoder import PromptMaskDecoder
 from wps_sam.sam.teacher import TeacherTokens
+from wps_sam.synthetic.point_labels import keep_points_only
 from wps_sam.synthetic.toyparts import generate_toyparts
 
 
@@ -174,6 +175,22 @@ def test_toyparts_point_fraction(tmp_path):
     assert (tmp_path / "again/annotations/train/train.json").read_text() == (
         tmp_path / "mixed/annotations/train/train.json"
     ).read_text()
+
+
+def test_keep_points_only_takes_the_given_clicks_of_the_same_parts(tmp_path):
+    generate_toyparts(tmp_path, train=4, val=1, size=96, seed=5)
+    anns = json.loads((tmp_path / "annotations/train/train.json").read_text())["annotations"]
+    interior = keep_points_only(anns, 0.5, 7, 96, 96)
+    clicks = {a["id"]: [a["id"] + 0.25, 2 * a["id"] + 0.5] for a in anns}
+    given = keep_points_only(anns, 0.5, 7, 96, 96, clicks)
+    assert [("point" in a, a["id"]) for a in given] == [("point" in a, a["id"]) for a in interior]
+    for ann in given:
+        if "point" in ann:
+            assert ann["point"] == clicks[ann["id"]] and "bbox" not in ann and "segmentation" not in ann
+        else:
+            assert ann in anns
+    with pytest.raises(ValueError, match="no click given for annotation"):
+        keep_points_only(anns, 1.0, 7, 96, 96, {})
 
 
 # --- the model ----------------------------------------------------------------------------------
