@@ -26,7 +26,8 @@ reads the same cached embeddings.
 (``--train-images``: the demo's ``--train-images``; ``--set``: overrides of the WPS-SAM configuration,
 e.g. ``inference.flip_test=false`` for one view at test time.)
 
-prints one JSON object (also written to DIR/mixed-supervision-<click source>-seed<S>.json).
+prints one JSON object (also written to DIR/mixed-supervision-<click source>-seed<S>.json; its
+``total_s`` counts the clicks, ``clicks_s``, and the runs).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def label_variant(source: Path, out: Path, transform) -> Path:
     return out
 
 
-def sam_clicks(root: Path, cfg: Config) -> tuple[dict[int, list[float]], dict[str, float]]:
+def sam_clicks(root: Path, cfg: Config) -> tuple[dict[int, list[float]], dict]:
     """A click per training part of ``root`` from its box alone: (x, y) by annotation id, the pixel
     centre farthest from the boundary of SAM's mask of the box (logits above 0, the part inside the
     box; :func:`~wps_sam.data.targets.interior_point`), the box centre where that is empty. The
