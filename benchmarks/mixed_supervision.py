@@ -49,13 +49,11 @@ from wps_sam.config import Config
 from wps_sam.data.cached import split_embeddings
 from wps_sam.data.coco import instance_mask, load_split
 from wps_sam.data.targets import interior_point
-from wps_sam.data.transforms import SamTransform
+from wps_sam.demo import baselines
 from wps_sam.demo.runner import QUICK_SETTINGS, DemoSettings, _wps_sam_config, prepare_toyparts
 from wps_sam.engine.trainer import train
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor
-from wps_sam.sam.decoder import PromptMaskDecoder, masks_to_frame
-from wps_sam.sam.teacher import TeacherTokens
 from wps_sam.synthetic.point_labels import keep_points_only
 
 VARIANTS = ("box", "point", "mixed", "box-subset")
@@ -93,21 +91,14 @@ def sam_clicks(root: Path, cfg: Config) -> tuple[dict[int, list[float]], dict]:
     rows, _ = split_embeddings(
         index, sam.image_encoder, sam_fingerprint(sam), cfg.train, torch.device("cpu"), False, progress=False
     )
-    teacher = TeacherTokens(sam.prompt_encoder)
-    decoder = PromptMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
-    side = sam.image_encoder.img_size
-    transform = SamTransform(side)
-    clicks, on_part, empty = {}, np.zeros(2), 0
+    oracle = baselines.SamBoxOracle(sam, index, rows)
+    clicks, on_part, empty, masked = {}, np.zeros(2), 0, 0
     for i, entry in enumerate(index.images):
         if not entry.parts:
             continue
         size = (entry.height, entry.width)
         boxes = np.stack([p.box for p in entry.parts])
-        prompts = torch.from_numpy(transform.apply_boxes(boxes, size)).float()
-        with torch.no_grad():
-            tokens = teacher.encode(boxes=prompts)[:, None]
-            logits = decoder(rows[[i]].float().expand(len(boxes), -1, -1, -1), tokens)[0][:, 0]
-            masks = (masks_to_frame(logits, side, transform.input_size(size), size) > 0).numpy()
+        masks = (oracle.part_logits(i) > 0).numpy()
         for part, box, mask in zip(entry.parts, boxes, masks, strict=True):
             x0, y0 = np.floor(box[:2]).astype(int)
             x1, y1 = np.ceil(box[2:]).astype(int)
@@ -117,16 +108,16 @@ def sam_clicks(root: Path, cfg: Config) -> tuple[dict[int, list[float]], dict]:
             empty += point is None
             clicks[part.ann_id] = centre if point is None else point
             if part.segmentation is not None:
+                masked += 1
                 truth = instance_mask(part, *size)
                 for k, (x, y) in enumerate((clicks[part.ann_id], centre)):
                     on_part[k] += truth[min(int(y), size[0] - 1), min(int(x), size[1] - 1)]
-    parts = sum(p.segmentation is not None for e in index.images for p in e.parts)
     stats = {
         "parts": len(clicks),
         "sam_masks_empty": empty,
         "on_part": {
-            "sam_click": round(on_part[0] / max(parts, 1), 4),
-            "box_centre": round(on_part[1] / max(parts, 1), 4),
+            "sam_click": round(on_part[0] / max(masked, 1), 4),
+            "box_centre": round(on_part[1] / max(masked, 1), 4),
         },
     }
     return {k: [round(float(v), 2) for v in xy] for k, xy in clicks.items()}, stats

@@ -105,7 +105,8 @@ class SamBoxOracle:
     Args:
         sam: the frozen SAM whose embeddings ``embeddings`` are.
         index: the split.
-        embeddings: [N, 256, h, w] SAM image embeddings of ``index.images``, in order.
+        embeddings: [N, 256, h, w] SAM image embeddings of ``index.images``, in order (a tensor, or
+            the embedding cache's :class:`~wps_sam.data.cached.CachedRows` of them).
         mask_threshold: logit above which a mask covers a pixel (``inference.mask_threshold``).
     """
 
@@ -124,16 +125,23 @@ class SamBoxOracle:
     @torch.no_grad()
     def __call__(self, i: int) -> Tensor:
         entry = self.index.images[i]
-        size = (entry.height, entry.width)
         if not entry.parts:
-            return torch.zeros(size, dtype=torch.long)
-        boxes = self.transform.apply_boxes(np.stack([p.box for p in entry.parts]), size)
-        tokens = self.teacher(boxes=torch.from_numpy(boxes))  # [N, 2, 256], input frame
-        logits, _ = self.decoder(self.embeddings[i : i + 1].float(), tokens[None])  # [1, N, 4h, 4w]
-        image_size = self.transform.image_size
-        probs = masks_to_frame(logits[0], image_size, self.transform.input_size(size), size).sigmoid()
+            return torch.zeros((entry.height, entry.width), dtype=torch.long)
         labels = _labels(entry)
-        return compose_semantic_map(probs, labels, torch.ones(len(labels)), self.threshold)
+        return compose_semantic_map(
+            self.part_logits(i).sigmoid(), labels, torch.ones(len(labels)), self.threshold
+        )
+
+    @torch.no_grad()
+    def part_logits(self, i: int) -> Tensor:
+        """[P, H, W] SAM's mask logits of each ground-truth box of image ``i`` (P >= 1 parts), in the
+        image's original frame."""
+        entry = self.index.images[i]
+        size = (entry.height, entry.width)
+        boxes = self.transform.apply_boxes(np.stack([p.box for p in entry.parts]), size)
+        tokens = self.teacher(boxes=torch.from_numpy(boxes))  # [P, 2, 256], input frame
+        logits, _ = self.decoder(self.embeddings[[i]].float(), tokens[None])  # [1, P, 4h, 4w]
+        return masks_to_frame(logits[0], self.transform.image_size, self.transform.input_size(size), size)
 
 
 # --- fully supervised: data, networks, training -----------------------------------------------
