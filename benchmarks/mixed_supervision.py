@@ -181,6 +181,8 @@ def main() -> None:
     )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
+    if not 0.0 <= args.point_fraction <= 1.0:  # before the data, the clicks and the runs
+        parser.error(f"--point-fraction must be in [0, 1], got {args.point_fraction}")
     work = Path(args.work)
     settings = QUICK_SETTINGS if args.quick else DemoSettings()
     settings = dataclasses.replace(
