@@ -26,6 +26,7 @@ import torch
 
 from wps_sam.data.cached import split_embeddings
 from wps_sam.demo.runner import finished_run
+from wps_sam.errors import WpsSamError
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor
 
@@ -52,7 +53,10 @@ def main() -> None:
     parser.add_argument("--run", default="wps-sam-box", help="the run under DEMO/runs to evaluate")
     parser.add_argument("--repeats", type=int, default=3, help="evaluations of each way, alternating")
     args = parser.parse_args()
-    predictor, index = finished_run(args.demo, args.run)
+    try:
+        predictor, index = finished_run(args.demo, args.run)
+    except WpsSamError as error:
+        raise SystemExit(str(error)) from None
     seconds: dict[str, list[float]] = {"encoded": [], "cold": [], "warm": []}
     miou: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:

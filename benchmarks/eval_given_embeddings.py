@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from wps_sam.demo.runner import MIRRORED_VAL, encode_splits, finished_run
+from wps_sam.errors import WpsSamError
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor
 from wps_sam.sam.backbones import build_sam
@@ -42,7 +43,10 @@ def main() -> None:
     parser.add_argument("--run", default="wps-sam-box", help="the run under DEMO/runs to evaluate")
     parser.add_argument("--repeats", type=int, default=3, help="evaluations of each way, alternating")
     args = parser.parse_args()
-    predictor, index = finished_run(args.demo, args.run)
+    try:
+        predictor, index = finished_run(args.demo, args.run)
+    except WpsSamError as error:
+        raise SystemExit(str(error)) from None
     embeddings, mirrored = cached_held_out(predictor, args.demo, index)
     seconds: dict[str, list[float]] = {"cached": [], "encoded": []}
     miou: dict[str, float] = {}

@@ -23,13 +23,16 @@ their ratio. Variants (none is in the package; each patches one step for the len
     python benchmarks/inference_variants.py DEMO_DIR base multimask scale1.1 boxpoint iou1_0
 
 prints one JSON line per variant: the box run's and the oracle's standard mIoU (%) on the held-out
-split (the embeddings computed once, as ``wps-sam eval`` computes them) and their ratio.
+split (the embeddings computed once, as ``wps-sam eval`` computes them) and their ratio; ``--split
+train --images 150`` scores the first 150 training images instead (how well the run fits the images
+it learned from).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,11 +215,7 @@ def voted(radius: int):
         out = original(self, dense)
         heat = dense["heatmap"].float().sigmoid()  # [B, C, h, w]
         b, c, h, w = heat.shape
-        # the peaks' classes and cells, picked exactly as DensePrompter.peaks picks them
-        peak = heat == F.max_pool2d(heat, 3, stride=1, padding=1)
-        flat = torch.where(peak, heat, torch.zeros_like(heat)).flatten(1)
-        idx = flat.topk(out["pred_logits"].shape[1], dim=1).indices  # [B, K]
-        labels, cell = idx // (h * w), idx % (h * w)
+        _, labels, cell = self.peak_cells(dense["heatmap"])  # the peaks of ``out``, [B, K]
         k = 2 * radius + 1
         # each cell's neighbourhood: scores [B, C, h*w, k*k] and geometry [B, h*w, k*k, G]
         hood = F.unfold(heat, k, padding=radius).view(b, c, k * k, h * w).transpose(2, 3)
@@ -277,11 +276,16 @@ def main() -> None:
     parser.add_argument("demo", type=Path, help="the --out folder of a finished `wps-sam demo`")
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--run", default="wps-sam-box", help="the box run under DEMO/runs")
+    parser.add_argument("--split", default="val", help="the split of the demo's data to score")
+    parser.add_argument("--images", type=int, help="score the split's first N images only")
     args = parser.parse_args()
+    if args.images is not None and args.images < 1:
+        parser.error(f"--images must be a positive number of images, got {args.images}")
     try:
-        predictor, index = finished_run(args.demo, args.run, "cpu")
+        predictor, index = finished_run(args.demo, args.run, "cpu", args.split)
     except WpsSamError as error:
         raise SystemExit(str(error)) from None
+    index = dataclasses.replace(index, images=index.images[: args.images])
     model, cfg = predictor.model, predictor.cfg
     variants = {name: variant(name, model.image_size) for name in args.variants}  # typos fail first
     dataset = PartSegmentationDataset(index, SamTransform(model.image_size), point_mode="box_center")

@@ -30,24 +30,10 @@ from wps_sam.demo import baselines
 from wps_sam.demo.runner import finished_run
 from wps_sam.errors import WpsSamError
 from wps_sam.evaluation.metrics import ConfusionMatrix
-from wps_sam.modeling.dense_prompter import DensePrompter, average_with_mirror
+from wps_sam.modeling.dense_prompter import average_with_mirror
 from wps_sam.modeling.geometry import to_pixels
 from wps_sam.postprocess import compose_semantic_map, select_queries
 from wps_sam.sam.decoder import masks_to_frame
-
-
-def dense_at_any_size(prompter: DensePrompter, embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
-    """:meth:`DensePrompter.dense` on an embedding of any grid (the method checks the trained one)."""
-    x = prompter.standardizer(embeddings) if prompter.standardizes_input else embeddings
-    x = prompter.blocks(prompter.stem(x))
-    raw = prompter.geometry(x).float().permute(0, 2, 3, 1)  # [B, h, w, 4]
-    h, w = raw.shape[1:3]
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    grid = torch.tensor([w, h]).float()
-    reach = prompter.geometry_radius + 1
-    centre = (torch.stack([xs, ys], -1).float() + 0.5 + raw[..., :2].clamp(-reach, reach)) / grid
-    size = raw[..., 2:].clamp(-6, 6).exp() / grid
-    return {"heatmap": prompter.heatmap(x), "geometry": torch.cat([centre, size], -1)}
 
 
 def fuse(views: list[dict[str, torch.Tensor]], grid: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -73,9 +59,7 @@ def scale_views(model, image, scales: list[int]) -> tuple[dict[int, dict], torch
         embeddings = model.image_encoder(frame)
         own = embeddings if side == model.image_size else own
         mirrored = model.image_encoder(frame.flip(-1))
-        views[side] = average_with_mirror(
-            dense_at_any_size(model.prompter, embeddings), dense_at_any_size(model.prompter, mirrored)
-        )
+        views[side] = average_with_mirror(model.prompter.maps(embeddings), model.prompter.maps(mirrored))
     return views, own
 
 

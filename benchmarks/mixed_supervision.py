@@ -159,7 +159,7 @@ def run_variant(
     return record
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="the demo's folder (its toyparts/ and embeddings/)")
     parser.add_argument("--point-fraction", type=float, default=0.5)
@@ -183,22 +183,15 @@ def main() -> None:
     args = parser.parse_args()
     if not 0.0 <= args.point_fraction <= 1.0:  # before the data, the clicks and the runs
         parser.error(f"--point-fraction must be in [0, 1], got {args.point_fraction}")
-    work = Path(args.work)
-    settings = QUICK_SETTINGS if args.quick else DemoSettings()
-    settings = dataclasses.replace(
-        settings,
-        train_images=args.train_images or settings.train_images,
-        overrides=(*settings.overrides, *args.set),
-    )
-    prepare_toyparts(work / "toyparts", settings, progress=False)
+    return args
+
+
+def run_variants(
+    args: argparse.Namespace, work: Path, settings: DemoSettings, clicks: dict[int, list[float]] | None
+) -> dict[str, dict]:
+    """The runs of ``args.variants`` on the demo's data in ``work`` and its mixed labels (written
+    beside it, with ``clicks`` for the clicked parts when given)."""
     demo = work / "toyparts"
-    started = time.time()
-    clicks, click_stats = None, None
-    if args.click_source == "sam":
-        clicks, click_stats = sam_clicks(
-            demo, _wps_sam_config(settings, demo, work / "embeddings", "box", args.seed, None)
-        )
-    clicks_s = round(time.time() - started, 1)
 
     def mixed(anns: list[dict]) -> list[dict]:
         return keep_points_only(
@@ -220,7 +213,28 @@ def main() -> None:
             f"box-subset{clicked}", subset_root, "box", work, settings, args.seed, ("box",)
         ),
     }
-    results = {name: runs[name]() for name in VARIANTS if name in args.variants}
+    return {name: runs[name]() for name in VARIANTS if name in args.variants}
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(args.work)
+    settings = QUICK_SETTINGS if args.quick else DemoSettings()
+    settings = dataclasses.replace(
+        settings,
+        train_images=args.train_images or settings.train_images,
+        overrides=(*settings.overrides, *args.set),
+    )
+    demo = work / "toyparts"
+    prepare_toyparts(demo, settings, progress=False)
+    started = time.time()
+    clicks, click_stats = None, None
+    if args.click_source == "sam":
+        clicks, click_stats = sam_clicks(
+            demo, _wps_sam_config(settings, demo, work / "embeddings", "box", args.seed, None)
+        )
+    clicks_s = round(time.time() - started, 1)
+    results = run_variants(args, work, settings, clicks)
     out = {
         "benchmark": "mixed supervision on the demo's data",
         "point_fraction": args.point_fraction,

@@ -25,16 +25,19 @@ at or above the peak threshold around their centre: which classes the prompter d
 which it sees but boxes badly; beside them the class's IoU as it is and with every repair.
 
     python benchmarks/prompter_gap.py --run DIR/runs/wps-sam-box --data DIR/toyparts [--split val]
-        [--mask-threshold T]
+        [--mask-threshold T] [--images N]
 
 prints one JSON object (also written to RUN/prompter-gap-<split>.json; with ``--mask-threshold``,
 which scores every variant, the oracle-like one included, at another threshold on SAM's mask logits,
-to RUN/prompter-gap-<split>-mask<T>.json).
+to RUN/prompter-gap-<split>-mask<T>.json; with ``--images``, the split's first N images only, to
+RUN/prompter-gap-<split>-firstN.json: ``--split train --images 150`` sets the training images beside
+the held-out ones, how well the prompter fits what it learned from against how well it generalises).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -48,6 +51,7 @@ from wps_sam.data.coco import load_split
 from wps_sam.data.datasets import PartSegmentationDataset
 from wps_sam.data.transforms import SamTransform
 from wps_sam.demo.baselines import gt_semantic_map
+from wps_sam.errors import WpsSamError
 from wps_sam.evaluation.metrics import ConfusionMatrix
 from wps_sam.modeling.dense_criterion import centre_cells
 from wps_sam.modeling.dense_prompter import average_with_mirror
@@ -182,12 +186,19 @@ def centre_scores(
 
 @torch.no_grad()
 def measure(
-    predictor: PartPredictor, data: str | Path, split: str, mask_threshold: float | None = None
+    predictor: PartPredictor,
+    data: str | Path,
+    split: str,
+    mask_threshold: float | None = None,
+    images: int | None = None,
 ) -> dict:
+    """The figures of the module docstring on ``split`` of ``data`` (its first ``images`` images if
+    given)."""
     model, cfg = predictor.model, predictor.cfg
     if model.supervision != "box":
         raise SystemExit(f"prompter_gap measures box runs; this run is trained from {model.supervision}")
     index = load_split(data, split, class_names=predictor.class_names)
+    index = dataclasses.replace(index, images=index.images[:images])
     size = model.image_size
     dataset = PartSegmentationDataset(index, SamTransform(size))
     if mask_threshold is None:
@@ -267,11 +278,18 @@ def main() -> None:
         type=float,
         help="on SAM's mask logits, for every variant (default: the run's inference.mask_threshold)",
     )
+    parser.add_argument("--images", type=int, help="score the split's first N images only")
     args = parser.parse_args()
-    predictor = PartPredictor.from_run(args.run, "cpu")
-    result = measure(predictor, args.data, args.split, args.mask_threshold)
+    if args.images is not None and args.images < 1:
+        parser.error(f"--images must be a positive number of images, got {args.images}")
+    try:
+        predictor = PartPredictor.from_run(args.run, "cpu")
+        result = measure(predictor, args.data, args.split, args.mask_threshold, args.images)
+    except WpsSamError as error:
+        raise SystemExit(str(error)) from None
     result |= {"run": str(args.run), "data": str(args.data), "split": args.split}
     suffix = "" if args.mask_threshold is None else f"-mask{args.mask_threshold:g}"
+    suffix += "" if args.images is None else f"-first{args.images}"
     (Path(args.run) / f"prompter-gap-{args.split}{suffix}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 

@@ -251,6 +251,24 @@ def test_a_cell_beside_the_centre_can_reach_the_centre_with_a_geometry_radius():
     torch.testing.assert_close(near._cell_geometry(zero), inside._cell_geometry(zero))
 
 
+def test_maps_read_any_grid_and_dense_holds_the_trained_one():
+    torch.manual_seed(0)
+    prompter = DensePrompter(C, "box", embed_size=EMBED, width=16, dilations=(1,), geometry_radius=2).eval()
+    embedding = torch.randn(1, 256, 16, 16)
+    for key, value in prompter.dense(embedding).items():
+        torch.testing.assert_close(prompter.maps(embedding)[key], value)
+    wide = torch.randn(1, 256, 20, 24)
+    maps = prompter.maps(wide)
+    assert maps["heatmap"].shape == (1, C, 20, 24) and maps["geometry"].shape == (1, 20, 24, 4)
+    # an untrained head predicts each cell's middle, normalised to the wider grid's frame
+    cells = torch.zeros(1, 4, 20, 24)
+    torch.testing.assert_close(
+        prompter._cell_geometry(cells)[0, 3, 5, :2], torch.tensor([5.5 / 24, 3.5 / 20])
+    )
+    with pytest.raises(ValueError, match="expects an image embedding"):
+        prompter.dense(wide)
+
+
 def test_transformer_encode_is_the_encoder():
     transformer = Transformer(
         d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64

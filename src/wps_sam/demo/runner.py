@@ -351,14 +351,15 @@ def _held_out(
 
 
 def finished_run(
-    demo: Path, run: str = "wps-sam-box", device: str = "auto"
+    demo: Path, run: str = "wps-sam-box", device: str = "auto", split: str = "val"
 ) -> tuple[PartPredictor, PartDataIndex]:
-    """The predictor of run ``run`` of a finished demo in ``demo`` (``DEMO/runs/RUN``) and the demo's
-    held-out split with the run's part classes: what the benchmarks on a demo read."""
+    """The predictor of run ``run`` of a finished demo in ``demo`` (``DEMO/runs/RUN``) and a split of
+    the demo's data (the held-out one by default) with the run's part classes: what the benchmarks on
+    a demo read."""
     from ..predictor import PartPredictor
 
     predictor = PartPredictor.from_run(demo / "runs" / run, device)
-    return predictor, load_split(demo / "toyparts", "val", class_names=predictor.class_names)
+    return predictor, load_split(demo / "toyparts", split, class_names=predictor.class_names)
 
 
 def _score_stage(

@@ -147,9 +147,6 @@ class DensePrompter(nn.Module):
         if kind == "mixed":
             self.point_geometry = _geometry_head(width, "point")
         self.refiner = BoxRefiner(width, num_classes) if refine else None
-        h, w = self.embed_size
-        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        self.register_buffer("cells", torch.stack([xs, ys], dim=-1).float(), persistent=False)  # [h, w, 2]
 
     @torch.no_grad()
     def set_input_stats(self, mean: Tensor, std: Tensor) -> None:
@@ -170,6 +167,12 @@ class DensePrompter(nn.Module):
                 f"DensePrompter expects an image embedding [B, {self.embed_dim}, {self.embed_size[0]}, "
                 f"{self.embed_size[1]}], got {tuple(image_embeddings.shape)}"
             )
+        return self.maps(image_embeddings)
+
+    def maps(self, image_embeddings: Tensor) -> dict[str, Tensor]:
+        """:meth:`dense` on an embedding [B, embed_dim, h', w'] of any grid (the layers are
+        convolutions; :meth:`dense` holds the prompter to the grid it was trained on): the maps are
+        [B, C, h', w'] and [B, h', w', G], the geometry normalised to that grid's frame."""
         x = image_embeddings
         if self.standardizes_input:
             x = self.standardizer(x)
@@ -185,12 +188,17 @@ class DensePrompter(nn.Module):
         """A geometry head's [B, G, h, w] -> [B, h, w, G] normalised: the centre is the cell plus an
         offset (see ``geometry_radius``); a box's size is exp(log size) cells."""
         raw = raw.float().permute(0, 2, 3, 1)
-        grid = torch.tensor([self.embed_size[1], self.embed_size[0]], device=raw.device, dtype=raw.dtype)
+        h, w = raw.shape[1:3]
+        grid = torch.tensor([w, h], device=raw.device, dtype=raw.dtype)
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=raw.device), torch.arange(w, device=raw.device), indexing="ij"
+        )
+        cells = torch.stack([xs, ys], dim=-1).to(raw.dtype)  # [h, w, 2] (x, y)
         if self.geometry_radius:
             reach = self.geometry_radius + 1
-            centre = (self.cells + 0.5 + raw[..., :2].clamp(-reach, reach)) / grid
+            centre = (cells + 0.5 + raw[..., :2].clamp(-reach, reach)) / grid
         else:
-            centre = (self.cells + raw[..., :2].sigmoid()) / grid
+            centre = (cells + raw[..., :2].sigmoid()) / grid
         if raw.shape[-1] == 2:
             return centre
         return torch.cat([centre, raw[..., 2:].clamp(-6, 6).exp() / grid], dim=-1)
@@ -254,13 +262,21 @@ class DensePrompter(nn.Module):
         _, refined = self.refiner(features, out["pred_geometry"])
         return {"pred_logits": out["pred_logits"], "pred_geometry": refined}
 
-    def peaks(self, dense: dict[str, Tensor]) -> dict[str, Tensor]:
-        scores = dense["heatmap"].float().sigmoid()
-        b, c, h, w = scores.shape
+    def peak_cells(self, heatmap: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The ``max_parts`` highest local maxima (3x3) of ``heatmap`` [B, C, h, w] (logits) over
+        all classes: their scores, classes and flat cells (y * w + x), each [B, K], best first."""
+        scores = heatmap.float().sigmoid()
+        h, w = scores.shape[-2:]
         peak = scores == F.max_pool2d(scores, 3, stride=1, padding=1)
         flat = torch.where(peak, scores, torch.zeros_like(scores)).flatten(1)  # [B, C*h*w]
         top, idx = flat.topk(min(self.max_parts, flat.shape[1]), dim=1)
-        labels, cell = idx // (h * w), idx % (h * w)
+        return top, idx // (h * w), idx % (h * w)
+
+    def peaks(self, dense: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The set prompter's outputs (see :meth:`forward`) of the maps of :meth:`dense`: each of
+        :meth:`peak_cells` with the geometry of its cell."""
+        top, labels, cell = self.peak_cells(dense["heatmap"])
+        b, c = dense["heatmap"].shape[:2]
         logits = torch.full((b, top.shape[1], c + 1), -30.0, device=top.device)
         logits.scatter_(2, labels[..., None], torch.logit(top.clamp(1e-6, 1 - 1e-6))[..., None])
         logits[..., c] = math.log(self.peak_threshold / (1 - self.peak_threshold))
