@@ -50,6 +50,7 @@ def test_recipes_go_under_the_file_and_the_overrides(tmp_path):
         ("train.nope=1", "unknown key"),
         ("data.supervision=mask", "data.supervision must be one of"),
         ("train.batch_size=0", "train.batch_size must be positive"),
+        ("loss.box_spread=0", "loss.box_spread must be positive"),
         ("prompter.nheads=7", "divisible"),
         ("train.epochs=2.5", "train.epochs must be an integer"),
         ("train.lr=nan", "train.lr must be a number"),

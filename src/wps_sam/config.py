@@ -93,6 +93,10 @@ class LossConfig:
     weight_giou: float = 2.0
     eos_coef: float = 1.0  # weight of "no part" in the cross-entropy (DETR uses 0.1; official: 1.0)
     weight_heatmap: float = 1.0  # the dense prompter's heat-map focal loss (CenterNet)
+    # The dense prompter's heat-map bumps of boxes: their spread, times CenterNet's (a sixth of the
+    # box's mean side; a point's bump keeps its one cell); the geometry samples around each box's
+    # centre are weighted by it too.
+    box_spread: float = 1.0
     weight_refine: float = 1.0  # the box refiner's cross-entropy (its box L1 takes weight_geom)
 
 
@@ -192,6 +196,7 @@ _POSITIVE = {
     ("train", "lr"),
     ("train", "save_every"),
     ("train", "log_every"),
+    ("loss", "box_spread"),
 }
 _NON_NEGATIVE = {("prompter", "dn_groups"), ("prompter", "dense_geometry_radius")}
 

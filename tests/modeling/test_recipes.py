@@ -10,7 +10,12 @@ import torch
 from wps_sam.config import LossConfig
 from wps_sam.modeling.criterion import build_criterion
 from wps_sam.modeling.denoising import Denoiser
-from wps_sam.modeling.dense_criterion import DenseCriterion, geometry_samples, target_heatmap
+from wps_sam.modeling.dense_criterion import (
+    DenseCriterion,
+    build_dense_criterion,
+    geometry_samples,
+    target_heatmap,
+)
 from wps_sam.modeling.dense_prompter import DensePrompter
 from wps_sam.modeling.geometry import normalise, sine_embedding, to_pixels
 from wps_sam.modeling.prompter import Prompter
@@ -196,6 +201,25 @@ def test_dense_heatmap_peaks_at_part_centres_and_inference_keeps_peaks_above_thr
     kept = out["pred_logits"].argmax(-1)[0]
     assert kept.tolist().count(C) == 3 and 2 in kept.tolist()  # only the peak above 0.3 is a part
     torch.testing.assert_close(out["pred_geometry"][0, 0], dense["geometry"][0, 3, 4])
+
+
+def test_box_spread_widens_box_bumps_and_their_geometry_weights_and_leaves_points_alone():
+    geometry = torch.tensor([[0.5, 0.5, 0.375, 0.375], [0.1, 0.1, 0.0, 0.0]])  # a 6-cell box, a point
+    has_box = torch.tensor([True, False])
+    narrow = target_heatmap(torch.tensor([0, 1]), geometry, C, (16, 16), has_box)
+    wide = target_heatmap(torch.tensor([0, 1]), geometry, C, (16, 16), has_box, box_spread=2.0)
+    # the box's bump, twice as wide, reads at 2d what the narrow one reads at d; still 1 at the centre
+    assert wide[0, 8, 8] == 1
+    torch.testing.assert_close(wide[0, 8, 10], narrow[0, 8, 9])
+    torch.testing.assert_close(wide[1], narrow[1])  # the point's bump is a click's, whatever box_spread
+    idx = torch.tensor([0, 1])
+    part, _, weight = geometry_samples(geometry, idx, (16, 16), radius=2, has_box=has_box)
+    _, _, wider = geometry_samples(geometry, idx, (16, 16), 2, has_box, box_spread=2.0)
+    on_box = part == 0
+    assert (wider[on_box] >= weight[on_box]).all() and (wider[on_box] > weight[on_box]).any()
+    torch.testing.assert_close(wider[~on_box], weight[~on_box])
+    criterion = build_dense_criterion(LossConfig(box_spread=2.0), C, geometry_radius=2)
+    assert criterion.box_spread == 2.0
 
 
 def test_dense_criterion_is_low_when_the_heatmap_is_right():

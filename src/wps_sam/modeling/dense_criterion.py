@@ -1,8 +1,8 @@
 """The dense prompter's objective (CenterNet, Zhou et al. 2019): heat maps and geometry at part centres.
 
 Per image and part class, the target heat map is a Gaussian bump at the cell of each part's centre
-(its box centre, or its point), of a spread that grows with the part's size in cells (a fixed one for
-points), the maximum where bumps overlap. Terms:
+(its box centre, or its point), of a spread that grows with the part's size in cells, times a factor
+(``loss.box_spread``), or a fixed one for points, the maximum where bumps overlap. Terms:
 
 * ``loss_heatmap``: CenterNet's penalty-reduced focal loss (alpha 2, beta 4), summed over cells and
   divided by the number of parts;
@@ -57,25 +57,34 @@ def centre_cells(geometry: Tensor, grid: tuple[int, int]) -> Tensor:
     return torch.stack([x, y], dim=1)
 
 
-def bump_spreads(geometry: Tensor, grid: tuple[int, int], has_box: Tensor | None = None) -> Tensor:
+def bump_spreads(
+    geometry: Tensor, grid: tuple[int, int], has_box: Tensor | None = None, box_spread: float = 1.0
+) -> Tensor:
     """[N] spread in cells of each part's heat-map bump: CenterNet's sixth of a box's diameter (at
-    least half a cell), a fixed one for points (``has_box`` False under mixed supervision)."""
+    least half a cell) times ``box_spread``, a fixed one for points (``has_box`` False under mixed
+    supervision)."""
     h, w = grid
     sigma = torch.full((len(geometry),), POINT_SIGMA, device=geometry.device)
     if geometry.shape[1] == 4:
-        sized = (geometry[:, 2] * w + geometry[:, 3] * h).div(2).div(6).clamp(min=0.5)
+        sized = (geometry[:, 2] * w + geometry[:, 3] * h).div(2).div(6).clamp(min=0.5) * box_spread
         sigma = sized if has_box is None else torch.where(has_box.bool(), sized, sigma)
     return sigma
 
 
 def geometry_samples(
-    geometry: Tensor, image_idx: Tensor, grid: tuple[int, int], radius: int, has_box: Tensor | None = None
+    geometry: Tensor,
+    image_idx: Tensor,
+    grid: tuple[int, int],
+    radius: int,
+    has_box: Tensor | None = None,
+    box_spread: float = 1.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The cells that learn each part's geometry (TTFNet's Gaussian-weighted samples).
 
     Every cell within ``radius`` cells (in x and y) of a part's centre cell, weighted by the part's
-    heat-map bump there (1 at the centre); a cell claimed by several parts of its image learns the
-    one whose bump is highest there. ``radius`` 0: the centre cells, weight 1 (CenterNet).
+    heat-map bump there (1 at the centre; ``box_spread`` scales a box's, :func:`bump_spreads`); a cell
+    claimed by several parts of its image learns the one whose bump is highest there. ``radius`` 0:
+    the centre cells, weight 1 (CenterNet).
 
     Args:
         geometry: [N, G] normalised geometry of the parts of a batch; ``image_idx`` [N] their image.
@@ -88,7 +97,7 @@ def geometry_samples(
     span = torch.arange(-radius, radius + 1, device=geometry.device)
     offsets = torch.stack(torch.meshgrid(span, span, indexing="xy"), dim=-1).reshape(-1, 2)  # [O, 2]
     cells = centres[:, None] + offsets[None]  # [N, O, 2]
-    sigma = bump_spreads(geometry, grid, has_box)
+    sigma = bump_spreads(geometry, grid, has_box, box_spread)
     weight = torch.exp(-(offsets.float() ** 2).sum(-1)[None] / (2 * sigma[:, None] ** 2))  # [N, O]
     inside = (cells[..., 0] >= 0) & (cells[..., 0] < w) & (cells[..., 1] >= 0) & (cells[..., 1] < h)
     part = torch.arange(len(geometry), device=geometry.device)[:, None].expand_as(weight)[inside]
@@ -106,15 +115,17 @@ def target_heatmap(
     num_classes: int,
     grid: tuple[int, int],
     has_box: Tensor | None = None,
+    box_spread: float = 1.0,
 ) -> Tensor:
     """[C, h, w] Gaussian bumps in [0, 1], exactly 1 at each part's centre cell. ``has_box`` [N]
-    (mixed supervision): False where a part is labelled by a point (a point's spread)."""
+    (mixed supervision): False where a part is labelled by a point (a point's spread); ``box_spread``
+    scales a box's spread (:func:`bump_spreads`)."""
     h, w = grid
     out = torch.zeros(num_classes, h, w, device=geometry.device)
     if len(labels) == 0:
         return out
     cells = centre_cells(geometry, grid).float()
-    sigma = bump_spreads(geometry, grid, has_box)
+    sigma = bump_spreads(geometry, grid, has_box, box_spread)
     ys, xs = torch.meshgrid(
         torch.arange(h, device=geometry.device), torch.arange(w, device=geometry.device), indexing="ij"
     )
@@ -143,11 +154,18 @@ class DenseCriterion(nn.Module):
         num_classes: C part classes.
         weight_dict: weights of :data:`DENSE_LOSS_KEYS`.
         geometry_radius: the cells around each centre that learn its geometry (:func:`geometry_samples`).
+        box_spread: the heat-map bumps' spread for boxes, times CenterNet's (:func:`bump_spreads`).
     """
 
-    def __init__(self, num_classes: int, weight_dict: dict[str, float], geometry_radius: int = 0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        weight_dict: dict[str, float],
+        geometry_radius: int = 0,
+        box_spread: float = 1.0,
+    ) -> None:
         super().__init__()
-        self.geometry_radius = geometry_radius
+        self.geometry_radius, self.box_spread = geometry_radius, box_spread
         unknown = set(weight_dict) - set(DENSE_LOSS_KEYS)
         if unknown:
             raise ValueError(f"unknown loss name(s) {sorted(unknown)}; known: {list(DENSE_LOSS_KEYS)}")
@@ -173,7 +191,7 @@ class DenseCriterion(nn.Module):
             [
                 target_heatmap(
                     t["labels"].to(device), t["geometry"].to(device).float(), c, (h, w),
-                    t["has_box"].to(device) if mixed else None,
+                    t["has_box"].to(device) if mixed else None, self.box_spread,
                 )
                 for t in targets
             ]
@@ -216,7 +234,9 @@ class DenseCriterion(nn.Module):
         """L1 (and GIoU for boxes) of the geometry at each part's samples (:func:`geometry_samples`),
         each part's weights scaled to sum to 1, averaged over parts (every part counts once, as when
         only the centre cells learn). A point-labelled part (mixed supervision) trains the point head."""
-        part, cells, weight = geometry_samples(gt, batch_idx, grid, self.geometry_radius, boxed)
+        part, cells, weight = geometry_samples(
+            gt, batch_idx, grid, self.geometry_radius, boxed, self.box_spread
+        )
         weight = weight / torch.zeros(len(gt), device=weight.device).index_add(0, part, weight)[part]
         norm = max(len(gt), 1)
         on_box = boxed[part]
@@ -261,4 +281,4 @@ def build_dense_criterion(loss_cfg: LossConfig, num_classes: int, geometry_radiu
         "loss_refine_ce": loss_cfg.weight_refine,
         "loss_refine_geom": loss_cfg.weight_geom,
     }
-    return DenseCriterion(num_classes, weights, geometry_radius)
+    return DenseCriterion(num_classes, weights, geometry_radius, loss_cfg.box_spread)
