@@ -30,7 +30,7 @@ which it sees but boxes badly; beside them the class's IoU as it is and with eve
 prints one JSON object (also written to RUN/prompter-gap-<split>.json; with ``--mask-threshold``,
 which scores every variant, the oracle-like one included, at another threshold on SAM's mask logits,
 to RUN/prompter-gap-<split>-mask<T>.json; with ``--images``, the split's first N images only, to
-RUN/prompter-gap-<split>-firstN.json: ``--split train --images 150`` sets the training images beside
+RUN/prompter-gap-<split>-firstN.json: ``--split train --images 150`` puts the training images beside
 the held-out ones, how well the prompter fits what it learned from against how well it generalises).
 """
 
