@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wps_sam.cli import positive_int
 from wps_sam.data.datasets import PartSegmentationDataset, collate_parts
 from wps_sam.data.transforms import SamTransform
 from wps_sam.demo import baselines
@@ -277,10 +278,8 @@ def main() -> None:
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--run", default="wps-sam-box", help="the box run under DEMO/runs")
     parser.add_argument("--split", default="val", help="the split of the demo's data to score")
-    parser.add_argument("--images", type=int, help="score the split's first N images only")
+    parser.add_argument("--images", type=positive_int, help="score the split's first N images only")
     args = parser.parse_args()
-    if args.images is not None and args.images < 1:
-        parser.error(f"--images must be a positive number of images, got {args.images}")
     try:
         predictor, index = finished_run(args.demo, args.run, "cpu", args.split)
     except WpsSamError as error:

@@ -45,6 +45,7 @@ import torch
 
 from wps_sam.build import build_sam_from_config
 from wps_sam.cache import sam_fingerprint
+from wps_sam.cli import fraction
 from wps_sam.config import Config
 from wps_sam.data.cached import split_embeddings
 from wps_sam.data.coco import instance_mask, load_split
@@ -162,7 +163,7 @@ def run_variant(
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, help="the demo's folder (its toyparts/ and embeddings/)")
-    parser.add_argument("--point-fraction", type=float, default=0.5)
+    parser.add_argument("--point-fraction", type=fraction, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="training seed (the data are the demo's)")
     parser.add_argument("--quick", action="store_true", help="the demo's --quick sizes (a smoke run)")
     parser.add_argument("--train-images", type=int, help="training images (default: the demo's)")
@@ -180,10 +181,7 @@ def parse_args() -> argparse.Namespace:
         help="the runs (none: the clicks only)",
     )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    args = parser.parse_args()
-    if not 0.0 <= args.point_fraction <= 1.0:  # before the data, the clicks and the runs
-        parser.error(f"--point-fraction must be in [0, 1], got {args.point_fraction}")
-    return args
+    return parser.parse_args()  # a bad --point-fraction ends here, before the data, clicks and runs
 
 
 def run_variants(

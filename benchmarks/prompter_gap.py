@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
+from wps_sam.cli import positive_int
 from wps_sam.data.coco import load_split
 from wps_sam.data.datasets import PartSegmentationDataset
 from wps_sam.data.transforms import SamTransform
@@ -278,10 +279,8 @@ def main() -> None:
         type=float,
         help="on SAM's mask logits, for every variant (default: the run's inference.mask_threshold)",
     )
-    parser.add_argument("--images", type=int, help="score the split's first N images only")
+    parser.add_argument("--images", type=positive_int, help="score the split's first N images only")
     args = parser.parse_args()
-    if args.images is not None and args.images < 1:
-        parser.error(f"--images must be a positive number of images, got {args.images}")
     try:
         predictor = PartPredictor.from_run(args.run, "cpu")
         result = measure(predictor, args.data, args.split, args.mask_threshold, args.images)

@@ -462,7 +462,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (the benchmark scripts use it too)."""
     try:
         value = int(text)
     except ValueError:
@@ -472,7 +473,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
     try:
         value = float(text)
     except ValueError:
@@ -698,8 +700,8 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
         help="ToyParts super-categories to draw (default: Quadruped,Bird,Fish,Car,Bottle,Aeroplane)",
     )
     p.add_argument("--data-seed", type=int, help="seed of the generated data (default 0)")
-    p.add_argument("--train-images", type=_positive_int, help="training images (default 1600)")
-    p.add_argument("--val-images", type=_positive_int, help="held-out images (default 150)")
+    p.add_argument("--train-images", type=positive_int, help="training images (default 1600)")
+    p.add_argument("--val-images", type=positive_int, help="held-out images (default 150)")
     p.add_argument("--recipe", choices=sorted(RECIPES), help=f"WPS-SAM's recipe (default {DEFAULT_RECIPE})")
     p.add_argument(
         "--no-bf16",
@@ -721,7 +723,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument(
         "--point-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         help="share of the training split's parts that keep only a point (mixed supervision)",
     )
