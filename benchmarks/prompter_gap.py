@@ -185,6 +185,26 @@ def centre_scores(
     return heat[gt_labels, cells[:, 1], cells[:, 0]]
 
 
+def tally_pairs(
+    pairs: dict[int, int],
+    iou: torch.Tensor,
+    labels: torch.Tensor,
+    gt_labels: torch.Tensor,
+    counts: dict[str, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each ground-truth part's IoU with its paired prediction [G] (0: unpaired) and whether that
+    prediction has its class [G]; adds the image's recalls at IoU 0.5 / 0.75 to ``counts``."""
+    paired_iou = torch.zeros(len(gt_labels))
+    right_class = torch.zeros(len(gt_labels), dtype=torch.bool)
+    for p, g in pairs.items():
+        paired_iou[g] = iou[p, g]
+        right_class[g] = bool(labels[p] == gt_labels[g])
+        counts["recall_iou50"] += bool(iou[p, g] >= 0.5)
+        counts["recall_iou75"] += bool(iou[p, g] >= 0.75)
+        counts["recall_iou50_class"] += bool(iou[p, g] >= 0.5 and right_class[g])
+    return paired_iou, right_class
+
+
 @torch.no_grad()
 def measure(
     predictor: PartPredictor,
@@ -220,14 +240,7 @@ def measure(
         pairs, iou = pair_parts(boxes, gt_boxes)
         counts["parts"] += len(gt_labels)
         counts["kept"] += len(keep)
-        paired_iou = torch.zeros(len(gt_labels))  # each part's IoU with its pair (0: none)
-        right_class = torch.zeros(len(gt_labels), dtype=torch.bool)  # its pair has its class
-        for p, g in pairs.items():
-            paired_iou[g] = iou[p, g]
-            right_class[g] = bool(labels[p] == gt_labels[g])
-            counts["recall_iou50"] += bool(iou[p, g] >= 0.5)
-            counts["recall_iou75"] += bool(iou[p, g] >= 0.75)
-            counts["recall_iou50_class"] += bool(iou[p, g] >= 0.5 and right_class[g])
+        paired_iou, right_class = tally_pairs(pairs, iou, labels, gt_labels, counts)
         paired.append(paired_iou)
         right.append(right_class)
         part_labels.append(gt_labels)
