@@ -377,9 +377,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "train_images": args.train_images,
         "val_images": args.val_images,
         "data_seed": args.data_seed,
-        "supercategories": tuple(s.strip() for s in args.supercategories.split(","))
-        if args.supercategories
-        else None,
+        "supercategories": args.supercategories,
     }
     settings = dataclasses.replace(settings, **{k: v for k, v in chosen.items() if v is not None})
     if args.recipe:
@@ -409,6 +407,7 @@ def cmd_data_toyparts(args: argparse.Namespace) -> None:
         seed=args.seed,
         progress=not args.no_progress,
         point_fraction=args.point_fraction,
+        **({"supercategories": args.supercategories} if args.supercategories else {}),
     )
     counts = ", ".join(
         f"{split}: {v['images']} images / {v['annotations']} parts"
@@ -471,6 +470,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated names, e.g. ``Car,Fish`` (blanks around and between dropped)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
 
 
 def fraction(text: str) -> float:
@@ -696,6 +703,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every trained method")
     p.add_argument(
         "--supercategories",
+        type=name_list,
         metavar="A,B,...",
         help="ToyParts super-categories to draw (default: Quadruped,Bird,Fish,Car,Bottle,Aeroplane)",
     )
@@ -726,6 +734,13 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         type=fraction,
         default=0.0,
         help="share of the training split's parts that keep only a point (mixed supervision)",
+    )
+    q.add_argument(
+        "--supercategories",
+        type=name_list,
+        metavar="A,B,...",
+        help="super-categories to draw, e.g. Car,Fish; the annotation files name their part classes "
+        "only (default: all eleven)",
     )
     _add_common(q)
     q.set_defaults(func=cmd_data_toyparts)

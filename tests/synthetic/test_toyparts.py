@@ -178,3 +178,28 @@ def test_bad_config_is_refused() -> None:
         ToyPartsConfig(supercategories=("Dragon",))
     with pytest.raises(ConfigError):
         ToyPartsConfig(max_objects=0)
+
+
+def test_cli_draws_the_named_supercategories(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from wps_sam.cli import main
+
+    out = tmp_path / "cars-fish"
+    argv = ["data", "toyparts", "--out", str(out), "--train", "3", "--val", "1", "--size", "96"]
+    assert main([*argv, "--supercategories", "Car, Fish", "--no-progress"]) == 0
+    assert "wrote ToyParts (7 part classes)" in capsys.readouterr().out
+    for split in ("train", "val"):
+        coco = json.loads((out / "annotations" / split / f"{split}.json").read_text())
+        assert {c["supercategory"] for c in coco["categories"]} == {"Car", "Fish"}
+        # Each class keeps its id among all ToyParts classes.
+        assert all(PART_CLASSES[c["id"]] == c["name"] for c in coco["categories"])
+        ids = {c["id"] for c in coco["categories"]}
+        assert coco["annotations"] and all(a["category_id"] in ids for a in coco["annotations"])
+
+    unknown = tmp_path / "dragons"
+    assert main([*argv[:3], str(unknown), *argv[4:], "--supercategories", "Dragon"]) == 2
+    assert "unknown or empty ['Dragon']" in capsys.readouterr().err
+    assert not unknown.exists()
+    with pytest.raises(SystemExit) as refused:  # argparse's own refusal
+        main([*argv, "--supercategories", " , "])
+    assert refused.value.code == 2
+    assert "expected comma-separated names" in capsys.readouterr().err

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import __version__
-from ..atomic import atomic_write_json, atomic_write_text
+from ..atomic import atomic_write_json
 from ..config import Config, TrainConfig, config_to_dict, load_config, merge, parse_overrides
 from ..data.coco import PartDataIndex, load_split
 from ..data.images import read_image
@@ -148,8 +148,9 @@ def prepare_toyparts(root: str | Path, settings: DemoSettings, progress: bool = 
     """ToyParts for ``settings`` under ``root``; returns (manifest, reused).
 
     A folder whose ``demo_manifest.json`` records the same generation is reused as it is; anything
-    else under ``root`` is replaced. The categories of the annotation files are cut down to the part
-    classes of ``settings.supercategories``, so that the models' classes are the ones that occur.
+    else under ``root`` is replaced. The annotation files name the part classes of
+    ``settings.supercategories`` only (:func:`write_toyparts`), so the models' classes are the ones
+    that occur.
     """
     root = Path(root)
     wanted = _manifest(settings)
@@ -171,11 +172,6 @@ def prepare_toyparts(root: str | Path, settings: DemoSettings, progress: bool = 
         }
     )
     write_toyparts(root, settings.train_images, settings.val_images, config, progress=progress)
-    for split in ("train", "val"):
-        path = root / "annotations" / split / f"{split}.json"
-        coco = json.loads(path.read_text())
-        coco["categories"] = [c for c in coco["categories"] if c["supercategory"] in settings.supercategories]
-        atomic_write_text(path, json.dumps(coco, separators=(",", ":")))
     atomic_write_json(manifest_path, wanted)  # last: a folder with a manifest is complete
     return wanted, False
 

@@ -397,8 +397,14 @@ def write_toyparts(
     out = Path(out)
     if workers is None:  # the cores this process may run on (a container may allow fewer than it has)
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    categories = [{"id": i, "name": n, "supercategory": n.split(" ")[0]} for i, n in enumerate(PART_CLASSES)]
-    summary: dict = {"out": str(out), "classes": list(PART_CLASSES), "splits": {}}
+    # The part classes of the drawn super-categories only, so that a model's classes are the ones that
+    # occur; each keeps its id among all ToyParts classes.
+    categories = [
+        {"id": i, "name": n, "supercategory": n.split(" ")[0]}
+        for i, n in enumerate(PART_CLASSES)
+        if n.split(" ")[0] in config.supercategories
+    ]
+    summary: dict = {"out": str(out), "classes": [c["name"] for c in categories], "splits": {}}
     bar = tqdm(total=train + val, desc="toyparts", unit="img", disable=not progress)
     for split, count in (("train", train), ("val", val)):
         image_dir = out / "images" / split
@@ -436,12 +442,14 @@ def generate_toyparts(
     seed: int = 0,
     progress: bool = False,
     point_fraction: float = 0.0,
+    supercategories: tuple[str, ...] = tuple(SUPERCATEGORIES),
 ) -> dict:
-    """Write ``train`` and ``val`` ToyParts images of ``size`` px under ``out``, drawn from ``seed``;
-    a share ``point_fraction`` of the training parts labelled by a point only.
+    """Write ``train`` and ``val`` ToyParts images of ``size`` px under ``out``, drawn from ``seed``
+    with objects of ``supercategories`` only; a share ``point_fraction`` of the training parts
+    labelled by a point only.
 
-    Returns ``{"out", "classes": PART_CLASSES, "splits": {split: {"images", "annotations",
-    "point_only"}}}``.
+    Returns ``{"out", "classes": the part classes of supercategories, "splits": {split: {"images",
+    "annotations", "point_only"}}}``.
     """
-    config = ToyPartsConfig(size=size, seed=seed)
+    config = ToyPartsConfig(size=size, seed=seed, supercategories=tuple(supercategories))
     return write_toyparts(out, train, val, config, progress=progress, point_fraction=point_fraction)
