@@ -97,13 +97,14 @@ def unshifted(maps: dict[str, torch.Tensor], dx: int, dy: int, side: int) -> dic
     return {"heatmap": torch.logit(heat, eps=1e-6), "geometry": geometry}
 
 
-def shift_view(model, image, shift: int) -> dict[str, torch.Tensor]:
-    """The prompter's maps of ``image`` averaged over its frame at the run's own size and that frame
-    shifted by ``shift`` px right, left, down and up, each position with its mirror."""
+def shift_view(model, image, shift: int, own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The prompter's maps of ``image`` averaged over its frame at the run's own size (``own``: that
+    frame's maps, mirror averaged in, as :func:`scale_views` gives them) and that frame shifted by
+    ``shift`` px right, left, down and up, each position with its mirror."""
     side = model.image_size
     frame = SamTransform(side).apply_image(image)[None]
-    heats, geometries = [], []
-    for dx, dy in ((0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)):
+    heats, geometries = [own["heatmap"].float().sigmoid()], [own["geometry"].float()]
+    for dx, dy in ((shift, 0), (-shift, 0), (0, shift), (0, -shift)):
         moved = shifted(frame, dx, dy)
         maps = average_with_mirror(
             model.prompter.maps(model.image_encoder(moved)),
@@ -149,7 +150,7 @@ def main() -> None:
         size = (entry.height, entry.width)
         image = read_image(entry.path)
         views, own = scale_views(model, image, args.scales)
-        shifts = {f"shift{d}": shift_view(model, image, d) for d in args.shifts}
+        shifts = {f"shift{d}": shift_view(model, image, d, views[side]) for d in args.shifts}
         gt_map = baselines.gt_semantic_map(entry)
         for name, scales in variants.items():
             if name in shifts:
