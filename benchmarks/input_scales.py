@@ -91,7 +91,10 @@ def unshifted(maps: dict[str, torch.Tensor], dx: int, dy: int, side: int) -> dic
     xs = (torch.arange(w) + 0.5 + dx * w / side) * 2 / w - 1
     ys = (torch.arange(h) + 0.5 + dy * h / side) * 2 / h - 1
     grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1)[None].expand(b, -1, -1, -1)
-    resample = lambda x: F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)  # noqa: E731
+
+    def resample(x: torch.Tensor) -> torch.Tensor:
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
     heat = resample(maps["heatmap"].float().sigmoid())
     geometry = resample(geometry.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     return {"heatmap": torch.logit(heat, eps=1e-6), "geometry": geometry}
@@ -141,22 +144,21 @@ def main() -> None:
     variants |= {f"{side}+{s}": [side, s] for s in others}
     if len(others) > 1:
         variants["+".join(map(str, args.scales))] = list(args.scales)
-    variants |= {f"shift{d}": [] for d in args.shifts}
     names = ["background", *index.class_names]
-    matrices = {v: ConfusionMatrix(len(names)) for v in variants}
+    matrices = {v: ConfusionMatrix(len(names)) for v in [*variants, *(f"shift{d}" for d in args.shifts)]}
     threshold = float(torch.sigmoid(torch.tensor(cfg.inference.mask_threshold)))
     grid = model.prompter.embed_size
     for entry in index.images[: args.limit]:
         size = (entry.height, entry.width)
         image = read_image(entry.path)
         views, own = scale_views(model, image, args.scales)
-        shifts = {f"shift{d}": shift_view(model, image, d, views[side]) for d in args.shifts}
+        variant_maps = {
+            name: views[scales[0]] if len(scales) == 1 else fuse([views[s] for s in scales], grid)
+            for name, scales in variants.items()
+        }
+        variant_maps |= {f"shift{d}": shift_view(model, image, d, views[side]) for d in args.shifts}
         gt_map = baselines.gt_semantic_map(entry)
-        for name, scales in variants.items():
-            if name in shifts:
-                maps = shifts[name]
-            else:
-                maps = views[scales[0]] if len(scales) == 1 else fuse([views[s] for s in scales], grid)
+        for name, maps in variant_maps.items():
             out = model.prompter.peaks(maps)
             keep, labels, scores = select_queries(out["pred_logits"][0], cfg.inference.score_threshold)
             probs = torch.zeros(0, *size)
