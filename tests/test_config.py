@@ -54,6 +54,8 @@ def test_recipes_go_under_the_file_and_the_overrides(tmp_path):
         ("prompter.nheads=7", "divisible"),
         ("train.epochs=2.5", "train.epochs must be an integer"),
         ("train.lr=nan", "train.lr must be a number"),
+        ("inference.score_threshold=1.5", "inference.score_threshold must be in"),
+        ("inference.peak_threshold=1", "inference.peak_threshold must be in"),
     ],
 )
 def test_bad_values_are_named(override, message):

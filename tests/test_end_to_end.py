@@ -87,6 +87,12 @@ def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
         assert main([*flip_eval, "--no-flip-test"]) == 0
         single_view = json.loads((run / "eval-val.json").read_text())
         assert single_view["images"] == result["images"] and 0.0 <= single_view["miou"] <= 1.0
+        # An inference setting changed at evaluation: no peak reaches 0.9999999, so no part is painted.
+        assert main([*flip_eval, "--set", "inference.peak_threshold=0.9999999"]) == 0
+        strict = json.loads((run / "eval-val.json").read_text())
+        assert strict["inference"]["peak_threshold"] == 0.9999999
+        assert np.asarray(strict["confusion"])[:, 1:].sum() == 0
+        assert main([*flip_eval, "--set", "train.lr=1.0"]) == 2  # how the weights were made: refused
     else:  # the set prompter has no maps to average: a one-line error
         assert main([*flip_eval, "--flip-test"]) == 2
 
@@ -98,6 +104,7 @@ def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
     predictions = json.loads((out / "predictions.json").read_text())
     assert len(predictions["images"]) == 3
     assert [u["file"].endswith("broken.jpg") for u in predictions["unreadable"]] == [True]
+    assert predictions["inference"] == result["inference"]
     for record in predictions["images"]:
         stem = record["file"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
         label_map = np.array(Image.open(out / f"{stem}.png"))
@@ -106,6 +113,13 @@ def test_train_eval_predict(tmp_path, sam_file, data_root, supervision, recipe):
         assert (out / f"{stem}_overlay.png").is_file()
         for inst in record["instances"]:
             assert decode_rle(inst["segmentation"]).shape == label_map.shape
+    if recipe == DEFAULT_RECIPE:
+        strict_out = tmp_path / "pred-strict"
+        argv = ["predict", str(run), str(images), "--out", str(strict_out), "--no-progress"]
+        assert main([*argv, "--set", "inference.peak_threshold=0.9999999"]) == 0
+        strict = json.loads((strict_out / "predictions.json").read_text())
+        assert strict["inference"]["peak_threshold"] == 0.9999999
+        assert [r["instances"] for r in strict["images"]] == [[]] * 3
 
 
 @pytest.mark.parametrize(

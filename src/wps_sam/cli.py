@@ -32,6 +32,10 @@ logger = logging.getLogger("wps_sam")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 RECHECK_HELP = "decode every image again (images unchanged since the last triage are otherwise not re-read)"
 PROMPT_HELP = "a run trained with --supervision mixed: decode with its box head (default) or its point head"
+INFERENCE_SET_HELP = (
+    "inference overrides, e.g. inference.peak_threshold=0.35 (may be repeated; only the inference "
+    "section: the others describe how the weights were made)"
+)
 FLIP_TEST_HELP = (
     "dense prompter: also read each image's mirror (a second encoder pass) and average the two views' "
     "heat maps and geometry (default: the run's inference.flip_test)"
@@ -89,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .predictor import PartPredictor
 
     predictor = PartPredictor.from_run(
-        args.run, args.device or "auto", args.sam_checkpoint, args.prompt, args.flip_test
+        args.run, args.device or "auto", args.sam_checkpoint, args.prompt, args.flip_test, args.set
     )
     index = triaged_split(
         args.data,
@@ -113,7 +117,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         embeddings=embeddings,
         mirrored_embeddings=mirrored,
     )
-    result.update({"split": args.split, "data": str(Path(args.data).resolve())})
+    result.update(
+        {
+            "split": args.split,
+            "data": str(Path(args.data).resolve()),
+            "inference": dataclasses.asdict(predictor.cfg.inference),
+        }
+    )
     out = Path(args.run) / f"eval-{args.split}.json"
     atomic_write_json(out, result)
     name = f"{Path(args.run).name} on {args.split}"
@@ -248,7 +258,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 f"{bad[0][1]}; remove them or drop --strict to skip them"
             )
     predictor = PartPredictor.from_run(
-        args.run, args.device or "auto", args.sam_checkpoint, args.prompt, args.flip_test
+        args.run, args.device or "auto", args.sam_checkpoint, args.prompt, args.flip_test, args.set
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +275,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         records.append(prediction_record(str(path), *image.shape[:2], result.instances))
     atomic_write_json(
         out / "predictions.json",
-        {"class_names": predictor.class_names, "images": records, "unreadable": unreadable},
+        {
+            "class_names": predictor.class_names,
+            "inference": dataclasses.asdict(predictor.cfg.inference),
+            "images": records,
+            "unreadable": unreadable,
+        },
     )
     if unreadable:  # one line, naming them (all are listed in predictions.json)
         named = "; ".join(f"{item['file']} ({item['reason']})" for item in unreadable[:3])
@@ -564,6 +579,7 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recheck", action="store_true", help=RECHECK_HELP)
     p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
+    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help=INFERENCE_SET_HELP)
     p.add_argument(
         "--cache",
         action=argparse.BooleanOptionalAction,
@@ -612,6 +628,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="refuse to run if any input is unreadable")
     p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
+    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help=INFERENCE_SET_HELP)
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 

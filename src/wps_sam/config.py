@@ -338,6 +338,8 @@ def validate(cfg: Config) -> None:
         )
     if not 0.0 < cfg.inference.peak_threshold < 1.0:
         raise ConfigError(f"inference.peak_threshold must be in (0, 1), got {cfg.inference.peak_threshold}")
+    if not 0.0 <= cfg.inference.score_threshold <= 1.0:  # a class probability
+        raise ConfigError(f"inference.score_threshold must be in [0, 1], got {cfg.inference.score_threshold}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:

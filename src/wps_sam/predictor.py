@@ -13,7 +13,7 @@ import torch
 
 from .build import build_wps_sam
 from .cache import sam_fingerprint
-from .config import Config, validate
+from .config import Config, config_from_dict, config_to_dict, merge, parse_overrides, validate
 from .data.transforms import SamTransform
 from .engine.loop import encoder_autocast
 from .engine.run_dir import WEIGHTS_FILE, load_weights
@@ -71,6 +71,21 @@ def _with_prompt(cfg: Config, prompt: str, weights: str | Path) -> Config:
     return cfg
 
 
+def _with_inference(cfg: Config, overrides: list[str], weights: str | Path) -> Config:
+    """``cfg`` with dotted ``inference.*`` overrides (``["inference.peak_threshold=0.35"]``), validated as
+    any config; the other sections describe how the weights were made and are refused."""
+    parsed = parse_overrides(overrides)
+    other = sorted(
+        f"{section}.{key}" for section in parsed if section != "inference" for key in parsed[section]
+    )
+    if other:
+        raise ConfigError(
+            f"{weights}: only inference settings can change after training (inference.KEY=VALUE), got "
+            f"{other}; the other sections describe how the weights were made"
+        )
+    return config_from_dict(merge(config_to_dict(cfg), parsed), f"{weights} with {' '.join(overrides)}")
+
+
 def _with_flip_test(cfg: Config, flip_test: bool, weights: str | Path) -> Config:
     """``cfg`` with test-time mirroring on or off, validated as any config (only the dense prompter
     mirrors)."""
@@ -108,15 +123,17 @@ class PartPredictor:
         sam_checkpoint: str | None = None,
         prompt: str | None = None,
         flip_test: bool | None = None,
+        inference: list[str] | None = None,
     ) -> PartPredictor:
         """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM
         path; ``prompt`` (``"box"`` or ``"point"``) the head a mixed-supervision run decodes with;
-        ``flip_test`` turns test-time mirroring on or off (``None``: as the run's config says)."""
+        ``flip_test`` turns test-time mirroring on or off (``None``: as the run's config says);
+        ``inference`` overrides the run's inference settings (``["inference.peak_threshold=0.35"]``)."""
 
         run = Path(run)
         if not run.is_dir():
             raise CheckpointError(f"run directory not found: {run}")
-        return cls.from_weights(run / WEIGHTS_FILE, device, sam_checkpoint, prompt, flip_test)
+        return cls.from_weights(run / WEIGHTS_FILE, device, sam_checkpoint, prompt, flip_test, inference)
 
     @classmethod
     def from_weights(
@@ -126,8 +143,10 @@ class PartPredictor:
         sam_checkpoint: str | None = None,
         prompt: str | None = None,
         flip_test: bool | None = None,
+        inference: list[str] | None = None,
     ) -> PartPredictor:
-        """The model of a prompter weights file (a run's ``model.safetensors``, which records its config)."""
+        """The model of a prompter weights file (a run's ``model.safetensors``, which records its
+        config); the arguments after ``device`` as in :meth:`from_run`."""
         from .engine.device import resolve_device
 
         state, class_names, cfg, _ = load_weights(Path(weights))
@@ -135,6 +154,8 @@ class PartPredictor:
             cfg = dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, checkpoint=sam_checkpoint))
         if prompt is not None:
             cfg = _with_prompt(cfg, prompt, weights)
+        if inference:
+            cfg = _with_inference(cfg, inference, weights)
         if flip_test is not None:
             cfg = _with_flip_test(cfg, flip_test, weights)
         sam = build_sam(cfg.sam.type, cfg.sam.checkpoint, sha256=cfg.sam.sha256)
