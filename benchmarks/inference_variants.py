@@ -17,6 +17,9 @@ their ratio. Variants (none is in the package; each patches one step for the len
 - ``vote<R>``: each peak's box is the mean of the boxes its class's cells within R cells of the
   peak predict, weighted by their heat-map score (the geometry radius trains those cells on the same
   part), e.g. ``vote1``; the oracle is unchanged;
+- ``pointsmall<T>``: a box whose longer side is under T pixels of SAM's input frame prompts SAM as
+  its centre, a single click, instead (the parts too small for SAM to read a box well), e.g.
+  ``pointsmall24``; the oracle prompts its small true boxes alike;
 - ``spow<P>``: each part's score to the power P when the masks are composed (``spow0``: a pixel goes
   to the most probable mask, whatever its part's score), e.g. ``spow0.5``; the oracle's scores are 1.
 
@@ -97,6 +100,21 @@ def boxes_with_centres():
                 points=(centres, torch.ones(len(flat), 1)), boxes=flat, masks=None
             )
         return sparse.reshape(*boxes.shape[:-1], *sparse.shape[1:])
+
+    return patched(TeacherTokens, "encode", encode)
+
+
+def small_boxes_as_points(side_below: float):
+    original = TeacherTokens.encode
+
+    def encode(self, boxes=None, points=None):
+        if boxes is None:
+            return original(self, boxes, points)
+        tokens = original(self, boxes, points)
+        sides = (boxes[..., 2:] - boxes[..., :2]).amax(-1)
+        centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+        small = (sides < side_below).to(tokens.device)[..., None, None]
+        return torch.where(small, original(self, None, centres), tokens)
 
     return patched(TeacherTokens, "encode", encode)
 
@@ -261,6 +279,9 @@ def variant(name: str, side: int):
         if name.startswith("vote"):
             radius = int(name[4:])
             return lambda: voted(radius)
+        if name.startswith("pointsmall"):
+            below = float(name[10:])
+            return lambda: small_boxes_as_points(below)
         if name.startswith("spow"):
             power = float(name[4:])
             return lambda: score_power(power)

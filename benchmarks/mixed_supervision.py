@@ -45,7 +45,7 @@ import torch
 
 from wps_sam.build import build_sam_from_config
 from wps_sam.cache import sam_fingerprint
-from wps_sam.cli import fraction
+from wps_sam.cli import fraction, positive_int
 from wps_sam.config import Config
 from wps_sam.data.cached import split_embeddings
 from wps_sam.data.coco import instance_mask, load_split
@@ -166,7 +166,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--point-fraction", type=fraction, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="training seed (the data are the demo's)")
     parser.add_argument("--quick", action="store_true", help="the demo's --quick sizes (a smoke run)")
-    parser.add_argument("--train-images", type=int, help="training images (default: the demo's)")
+    parser.add_argument("--train-images", type=positive_int, help="training images (default: the demo's)")
     parser.add_argument(
         "--click-source",
         choices=("interior", "sam"),
@@ -220,7 +220,7 @@ def main() -> None:
     settings = QUICK_SETTINGS if args.quick else DemoSettings()
     settings = dataclasses.replace(
         settings,
-        train_images=args.train_images or settings.train_images,
+        train_images=settings.train_images if args.train_images is None else args.train_images,
         overrides=(*settings.overrides, *args.set),
     )
     demo = work / "toyparts"
