@@ -358,8 +358,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_pretrain_sam(args: argparse.Namespace) -> None:
     import torch
 
+    from .engine.device import resolve_device
     from .pretraining import BatchConfig, PretrainConfig, pretrain_tiny_sam
 
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     batches = BatchConfig(
         steps=args.steps,
@@ -380,7 +382,7 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
         loader_workers=args.workers,
         bf16=not args.no_bf16,
     )
-    path = pretrain_tiny_sam(args.out, cfg, init=args.init, progress=not args.no_progress)
+    path = pretrain_tiny_sam(args.out, cfg, init=args.init, progress=not args.no_progress, device=device)
     print(f"tiny SAM weights: {path} (use them with --sam-type tiny --sam-checkpoint {path})")
 
 
@@ -701,6 +703,12 @@ def _add_pretrain_sam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes drawing batches ahead")
     p.add_argument("--no-bf16", action="store_true", help="float32 throughout (slower)")
     p.add_argument("--init", help="start from these tiny SAM weights")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default), cuda, cuda:N or auto (a GPU when there is one); the batches are drawn on "
+        "the CPU either way, so a run can resume on another device",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_pretrain_sam)
 

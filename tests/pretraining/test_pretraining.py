@@ -206,6 +206,30 @@ def test_every_stage_runs_and_a_resumed_run_is_exact(tmp_path, monkeypatch):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_run_trains_on_the_gpu_and_resumes_on_the_cpu(tmp_path, monkeypatch):
+    """The batches are drawn on the CPU, so a run stopped on the GPU goes on from its state on the CPU."""
+    real_step, calls = trainer._train_step, []
+
+    def killed_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    cfg = dataclasses.replace(_smoke_config(4), checkpoint_every_s=0.0)
+    monkeypatch.setattr(trainer, "_train_step", killed_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_tiny_sam(tmp_path / "run", cfg, progress=False, device="cuda")
+    monkeypatch.setattr(trainer, "_train_step", real_step)
+    path = pretrain_tiny_sam(tmp_path / "run", cfg, progress=False, device="cpu")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "pretrain_log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["res"] for r in steps] == [128, 128, 256, 256]
+    assert all(math.isfinite(r["loss"]) for r in steps)
+    assert build_sam("tiny", checkpoint=path).checkpoint_sha256 != "random"
+
+
 def test_a_coarser_embedding_is_the_same_encoder_pooled():
     fine, coarse = tiny_sam_architecture(), tiny_sam_architecture(embed_stride=16)
     coarse.load_state_dict(fine.state_dict())  # pooling adds no weights

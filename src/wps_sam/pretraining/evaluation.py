@@ -59,20 +59,18 @@ def evaluate_prompted_miou(
         transform = predictor.transform
         boxes = transform.apply_boxes(np.stack([mask_box(m) for m in masks]), original)
         points = transform.apply_coords(np.stack([interior_point(m) for m in masks]), original)
-        gt = torch.from_numpy(masks).float()
+        device = predictor.device
+        gt = torch.from_numpy(masks).float().to(device)
         pred, _, _ = predictor.predict_torch(
-            None, None, torch.as_tensor(boxes).float(), multimask_output=False
+            None, None, torch.as_tensor(boxes, device=device).float(), multimask_output=False
         )
         box_ious.append(mask_iou(pred[:, 0].float() * 2 - 1, gt))
-        labels = torch.ones(len(masks), 1, dtype=torch.long)
-        pred, iou_pred, _ = predictor.predict_torch(
-            torch.as_tensor(points).float()[:, None], labels, multimask_output=True
-        )
-        best = pred[torch.arange(len(masks)), iou_pred.argmax(1)]
+        labels = torch.ones(len(masks), 1, dtype=torch.long, device=device)
+        clicks = torch.as_tensor(points, device=device).float()[:, None]
+        pred, iou_pred, _ = predictor.predict_torch(clicks, labels, multimask_output=True)
+        best = pred[torch.arange(len(masks), device=device), iou_pred.argmax(1)]
         point_ious.append(mask_iou(best.float() * 2 - 1, gt))
-        pred, _, _ = predictor.predict_torch(
-            torch.as_tensor(points).float()[:, None], labels, multimask_output=False
-        )
+        pred, _, _ = predictor.predict_torch(clicks, labels, multimask_output=False)
         single_ious.append(mask_iou(pred[:, 0].float() * 2 - 1, gt))
     sam.train(was_training)
     if not box_ious:

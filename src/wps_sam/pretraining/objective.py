@@ -77,9 +77,11 @@ def prompt_frame(prompt_encoder: PromptEncoder, image_size: int, grid: int) -> I
         prompt_encoder.input_image_size, prompt_encoder.image_embedding_size = saved
 
 
-def images_to_input(sam: Sam, images: Sequence[np.ndarray]) -> torch.Tensor:
-    """uint8 [S, S, 3] images -> SAM's normalised input [B, 3, S, S]."""
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+def images_to_input(sam: Sam, images: Sequence[np.ndarray] | torch.Tensor) -> torch.Tensor:
+    """uint8 [S, S, 3] images (or a uint8 tensor [B, S, S, 3]) -> SAM's normalised input
+    [B, 3, S, S] on SAM's device."""
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.stack(images))
+    x = x.to(sam.pixel_mean.device).permute(0, 3, 1, 2).float()
     return (x - sam.pixel_mean) / sam.pixel_std
 
 
@@ -116,7 +118,8 @@ def mask_objective(
     ``train_iou_box`` and ``train_iou_point``.
     """
     is_box = batch["is_box"]
-    img_index = torch.arange(len(embeddings)).repeat_interleave(len(is_box) // len(embeddings))
+    img_index = torch.arange(len(embeddings), device=embeddings.device)
+    img_index = img_index.repeat_interleave(len(is_box) // len(embeddings))
     single_point = batch["coords"].shape[1] == 1
     terms: dict[str, list[torch.Tensor]] = {k: [] for k in ("total", "focal", "dice", "iou")}
     stats: dict[str, torch.Tensor] = {}
@@ -164,7 +167,7 @@ def _round_terms(
     focal, dice = sigmoid_focal_loss(logits, tgt), dice_loss(logits, tgt)  # each [n, K]
     total = weights.focal * focal + weights.dice * dice
     best = total.argmin(1)  # SAM: back-propagate only the best of ambiguous masks
-    rows = torch.arange(len(best))
+    rows = torch.arange(len(best), device=best.device)
     iou = mask_iou(logits, tgt)  # [n, K]
     terms = {"total": total[rows, best], "focal": focal[rows, best], "dice": dice[rows, best]}
     terms["iou"] = F.mse_loss(iou_pred, iou, reduction="none").mean(1)

@@ -11,7 +11,9 @@ Every step trains the whole tiny SAM on two things at once, through one encoder 
 
 The model never sees a part label, a part box or a part mask. From scratch, the decoder's attention
 is tied and warmed up first (:mod:`.warmup`). bf16 autocast runs the matmuls and convolutions (also on
-CPUs with bf16 units: about twice as fast there); losses are in float32.
+CPUs with bf16 units: about twice as fast there); losses are in float32. The model trains on the CPU or
+on a CUDA GPU (``device``); the batches are drawn on the CPU either way, so a run is the same data
+stream on both and can move between them at a resume.
 
 The weights (``sam_tiny.safetensors``, float16, segment-anything's ``Sam`` key layout) and the resume
 state are written atomically every few minutes; a batch depends only on its step, so a killed run
@@ -112,7 +114,7 @@ def save_weights(sam: Sam, path: str | Path) -> Path:
     """Write SAM's state dict as float16 safetensors (official key layout), atomically."""
     from safetensors.torch import save
 
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in sam.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in sam.state_dict().items()}
     data = save(state, metadata={"format": "pt", "model": "wps-sam tiny SAM"})
     return atomic_write(path, lambda f: f.write(data))
 
@@ -120,13 +122,13 @@ def save_weights(sam: Sam, path: str | Path) -> Path:
 class _Run:
     """The state of one pre-training run in ``out``: model, head, optimiser, log; saving and resuming."""
 
-    def __init__(self, out: Path, cfg: PretrainConfig, init: str | None) -> None:
-        self.out, self.cfg = out, cfg
+    def __init__(self, out: Path, cfg: PretrainConfig, init: str | None, device: torch.device) -> None:
+        self.out, self.cfg, self.device = out, cfg, device
         torch.manual_seed(cfg.batches.seed)  # the initial weights
-        self.sam = new_sam(cfg, init)
+        self.sam = new_sam(cfg, init).to(device)
         self.stride = self.sam.image_encoder.img_size // self.sam.prompt_encoder.image_embedding_size[0]
         names = PretrainBatches(cfg.batches).objects.names
-        self.head = ObjectClassifierHead(self.sam.prompt_encoder.embed_dim, len(names))
+        self.head = ObjectClassifierHead(self.sam.prompt_encoder.embed_dim, len(names)).to(device)
         params = [*self.sam.parameters(), *self.head.parameters()]
         self.optimizer = torch.optim.AdamW(
             [
@@ -139,7 +141,7 @@ class _Run:
         self.started = time.time()
         state_path = out / STATE_NAME
         if state_path.is_file():
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            state = torch.load(state_path, map_location=device, weights_only=True)
             self.sam.load_state_dict(state["model"])
             self.head.load_state_dict(state["head"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -191,12 +193,13 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[st
     cfg, sam = run.cfg, run.sam
     for group in run.optimizer.param_groups:
         group["lr"] = lr
+    batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
     size = batch["images"].shape[1]
     images = torch.cat([batch["images"], batch["object_images"]])
     num_scenes = len(batch["images"])
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
+    amp = torch.autocast(run.device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
     with amp, prompt_frame(sam.prompt_encoder, size, size // run.stride):
-        embeddings = sam.image_encoder(images_to_input(sam, list(images.numpy())))
+        embeddings = sam.image_encoder(images_to_input(sam, images))
         terms = mask_objective(sam, embeddings[:num_scenes], batch, cfg.mask_weights, cfg.mask_recipe)
         loss = terms["loss"]
         if len(batch["object_images"]):
@@ -228,9 +231,14 @@ def _summary(run: _Run, window: list[dict], lr: float) -> dict:
 
 
 def pretrain_tiny_sam(
-    out: str | Path, cfg: PretrainConfig, init: str | None = None, progress: bool = True
+    out: str | Path,
+    cfg: PretrainConfig,
+    init: str | None = None,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> Path:
-    """Train the tiny SAM from scratch (or from ``init`` weights) as ``cfg`` says; resume from ``out``.
+    """Train the tiny SAM from scratch (or from ``init`` weights) as ``cfg`` says, on ``device``
+    (``"cpu"``, ``"cuda"``, ...); resume from ``out``.
 
     Writes ``out/sam_tiny.safetensors`` (loadable by ``build_sam("tiny", checkpoint=...)``),
     ``out/pretrain_log.jsonl`` (training terms every ``log_every`` steps, held-out box/point mIoU of
@@ -239,7 +247,7 @@ def pretrain_tiny_sam(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Run(out, cfg, init)
+    run = _Run(out, cfg, init, torch.device(device))
     steps = cfg.batches.steps
     held_out = [
         SyntheticShapes(seed=cfg.batches.seed + HELD_OUT_SEED_OFFSET)[i] for i in range(cfg.eval_images)
@@ -251,6 +259,7 @@ def pretrain_tiny_sam(
         num_workers=cfg.loader_workers,
         prefetch_factor=2 if cfg.loader_workers else None,
         persistent_workers=False,
+        pin_memory=run.device.type == "cuda",
     )
     last_save, window, lr = time.time(), [], cfg.lr
     for batch in loader:

@@ -57,6 +57,7 @@ def localisation_warmup(sam: Sam, scenes: list[np.ndarray], steps: int, seed: in
     low = 4 * embeddings.shape[-1]  # the decoder's low-resolution masks: 4 cells per embedding cell
     scale = size / low
     yy, xx = torch.meshgrid(torch.arange(low) + 0.5, torch.arange(low) + 0.5, indexing="ij")
+    device = embeddings.device  # the draws stay on the CPU generator: the same boxes on any device
     ious = []
     n = 16
     for _ in range(steps):
@@ -71,6 +72,7 @@ def localisation_warmup(sam: Sam, scenes: list[np.ndarray], steps: int, seed: in
             & (yy <= b[:, 3, None, None] + 1 / scale)
         ).float()
         index = torch.randint(len(scenes), (n,), generator=gen)
+        boxes, target, index = boxes.to(device), target.to(device), index.to(device)
         sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
         logits = predict_masks_batched(sam, embeddings[index], sparse, dense)[0][:, 0]
         loss = (20.0 * sigmoid_focal_loss(logits, target) + dice_loss(logits, target)).mean()
