@@ -358,10 +358,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_pretrain_sam(args: argparse.Namespace) -> None:
     import torch
 
-    from .engine.device import resolve_device
+    from .engine.device import cpu_has_native_bf16, resolve_device
     from .pretraining import BatchConfig, PretrainConfig, pretrain_tiny_sam
 
     device = resolve_device(args.device)
+    # bf16 autocast pays on a GPU and on a CPU that computes bf16 natively; elsewhere it is emulated,
+    # several times slower than float32.
+    bf16 = not args.no_bf16 and (device.type == "cuda" or cpu_has_native_bf16())
+    if not args.no_bf16 and not bf16:
+        logger.warning("this CPU has no native bf16: pre-training in float32")
     torch.set_num_threads(args.threads)
     batches = BatchConfig(
         steps=args.steps,
@@ -380,7 +385,7 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
         eval_images=args.eval_images,
         time_budget_s=args.time_budget_s,
         loader_workers=args.workers,
-        bf16=not args.no_bf16,
+        bf16=bf16,
     )
     path = pretrain_tiny_sam(args.out, cfg, init=args.init, progress=not args.no_progress, device=device)
     print(f"tiny SAM weights: {path} (use them with --sam-type tiny --sam-checkpoint {path})")
@@ -701,7 +706,11 @@ def _add_pretrain_sam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget-s", type=float, help="stop after this many seconds in all (resumable)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="processes drawing batches ahead")
-    p.add_argument("--no-bf16", action="store_true", help="float32 throughout (slower)")
+    p.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="float32 throughout (default: bf16 autocast on a GPU or a CPU with native bf16)",
+    )
     p.add_argument("--init", help="start from these tiny SAM weights")
     p.add_argument(
         "--device",

@@ -313,3 +313,33 @@ def test_objective_switches_train(recipe):
     assert math.isfinite(terms["loss"].item())
     if recipe.correction_clicks:  # the mask prompt is trained through the later rounds
         assert sam.prompt_encoder.mask_downscaling[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("native", "flags", "bf16"), [(False, [], False), (True, [], True), (True, ["--no-bf16"], False)]
+)
+def test_pretrain_sam_uses_bf16_only_where_it_pays(tmp_path, monkeypatch, native, flags, bf16):
+    """On a CPU without native bf16, autocast is emulated and several times slower than float32."""
+    import wps_sam.engine.device
+    import wps_sam.pretraining
+    from wps_sam.cli import main
+
+    seen = {}
+
+    def record(out, cfg, init=None, progress=True, device="cpu"):
+        seen.update(bf16=cfg.bf16, device=device)
+        return tmp_path / "sam_tiny.safetensors"
+
+    monkeypatch.setattr(wps_sam.pretraining, "pretrain_tiny_sam", record)
+    monkeypatch.setattr(wps_sam.engine.device, "cpu_has_native_bf16", lambda: native)
+    assert main(["pretrain-sam", "--out", str(tmp_path), "--threads", "1", *flags]) == 0  # threads: see _one_thread
+    assert seen == {"bf16": bf16, "device": torch.device("cpu")}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_pretrain_sam_on_a_missing_gpu_is_one_line(tmp_path, capsys):
+    from wps_sam.cli import main
+
+    assert main(["pretrain-sam", "--out", str(tmp_path), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CUDA is not available" in err
