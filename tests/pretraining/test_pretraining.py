@@ -332,7 +332,9 @@ def test_pretrain_sam_uses_bf16_only_where_it_pays(tmp_path, monkeypatch, native
 
     monkeypatch.setattr(wps_sam.pretraining, "pretrain_tiny_sam", record)
     monkeypatch.setattr(wps_sam.engine.device, "cpu_has_native_bf16", lambda: native)
-    assert main(["pretrain-sam", "--out", str(tmp_path), "--threads", "1", *flags]) == 0  # threads: see _one_thread
+    assert (
+        main(["pretrain-sam", "--out", str(tmp_path), "--threads", "1", *flags]) == 0
+    )  # threads: see _one_thread
     assert seen == {"bf16": bf16, "device": torch.device("cpu")}
 
 
