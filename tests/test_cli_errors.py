@@ -85,6 +85,8 @@ def _cases(root, run):
         "predict into an unwritable out": (["predict", str(run), str(image), "--out", str(root / "a_file" / "p")],
                                            ["a_file"]),
         "check-data of a missing root": (["check-data", "--data", str(root / "nowhere")], ["does not exist"]),
+        "eval on an unknown device": (["eval", str(run), "--data", str(root / "data"), "--split", "train",
+                                       "--device", "gpu0"], ["--device gpu0", "not a device"]),
     }  # fmt: skip
 
 
@@ -93,7 +95,7 @@ CASES = [
     "checkpoint of another architecture", "bad sha256", "bad config value", "unknown config key",
     "missing config file", "run already trained", "unwritable out", "eval of a missing run",
     "eval of a missing split", "predict of a missing input", "predict into an unwritable out",
-    "check-data of a missing root",
+    "check-data of a missing root", "eval on an unknown device",
 ]  # fmt: skip
 
 
