@@ -1,11 +1,15 @@
 """Inference pieces: only kept queries are decoded, and boxes come from the masks."""
 
+import dataclasses
+
+import pytest
 import torch
 
 from wps_sam.build import build_wps_sam
 from wps_sam.config import load_config
+from wps_sam.errors import ConfigError
 from wps_sam.postprocess import select_queries
-from wps_sam.predictor import _mask_boxes
+from wps_sam.predictor import _mask_boxes, _with_inference
 
 
 def test_mask_boxes_by_hand():
@@ -60,3 +64,14 @@ def test_point_multimask_keeps_the_best_rated_of_three_masks(mini_sam):
         best = three[b, idx, iou[b, idx].argmax(-1)]
         torch.testing.assert_close(multi[b].mask_logits, best, atol=1e-4, rtol=1e-4)
         assert not torch.allclose(single[b].mask_logits, multi[b].mask_logits)
+
+
+def test_inference_overrides_change_only_the_inference_settings():
+    cfg = load_config(overrides=["train.recipe=dense"])
+    tuned = _with_inference(cfg, ["inference.peak_threshold=0.4", "inference.flip_test=false"], "w")
+    assert (tuned.inference.peak_threshold, tuned.inference.flip_test) == (0.4, False)
+    assert dataclasses.replace(tuned, inference=cfg.inference) == cfg
+    with pytest.raises(ConfigError, match=r"only inference settings.*\['train.lr'\]"):
+        _with_inference(cfg, ["inference.peak_threshold=0.4", "train.lr=1"], "w")
+    with pytest.raises(ConfigError, match="^w: inference.peak_threshold must be in"):
+        _with_inference(cfg, ["inference.peak_threshold=2"], "w")

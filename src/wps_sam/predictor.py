@@ -83,7 +83,11 @@ def _with_inference(cfg: Config, overrides: list[str], weights: str | Path) -> C
             f"{weights}: only inference settings can change after training (inference.KEY=VALUE), got "
             f"{other}; the other sections describe how the weights were made"
         )
-    return config_from_dict(merge(config_to_dict(cfg), parsed), f"{weights} with {' '.join(overrides)}")
+    try:
+        return config_from_dict(merge(config_to_dict(cfg), parsed), str(weights))
+    except ConfigError as exc:  # unknown keys name the source; a value out of range does not
+        message = str(exc)
+        raise ConfigError(message if message.startswith(str(weights)) else f"{weights}: {message}") from None
 
 
 def _with_flip_test(cfg: Config, flip_test: bool, weights: str | Path) -> Config:
