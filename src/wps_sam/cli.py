@@ -358,14 +358,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_pretrain_sam(args: argparse.Namespace) -> None:
     import torch
 
-    from .engine.device import cpu_has_native_bf16, resolve_device
+    from .engine.device import resolve_device
     from .pretraining import BatchConfig, PretrainConfig, pretrain_tiny_sam
+    from .pretraining.trainer import autocast_dtype
 
     device = resolve_device(args.device)
-    # bf16 autocast pays on a GPU and on a CPU that computes bf16 natively; elsewhere it is emulated,
-    # several times slower than float32.
-    bf16 = not args.no_bf16 and (device.type == "cuda" or cpu_has_native_bf16())
-    if not args.no_bf16 and not bf16:
+    if not args.no_bf16 and autocast_dtype(True, device) is None:
         logger.warning("this CPU has no native bf16: pre-training in float32")
     torch.set_num_threads(args.threads)
     batches = BatchConfig(
@@ -385,7 +383,7 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
         eval_images=args.eval_images,
         time_budget_s=args.time_budget_s,
         loader_workers=args.workers,
-        bf16=bf16,
+        bf16=not args.no_bf16,
     )
     path = pretrain_tiny_sam(args.out, cfg, init=args.init, progress=not args.no_progress, device=device)
     print(f"tiny SAM weights: {path} (use them with --sam-type tiny --sam-checkpoint {path})")

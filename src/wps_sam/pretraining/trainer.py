@@ -10,8 +10,9 @@ Every step trains the whole tiny SAM on two things at once, through one encoder 
   that is left behind.
 
 The model never sees a part label, a part box or a part mask. From scratch, the decoder's attention
-is tied and warmed up first (:mod:`.warmup`). bf16 autocast runs the matmuls and convolutions (also on
-CPUs with bf16 units: about twice as fast there); losses are in float32. The model trains on the CPU or
+is tied and warmed up first (:mod:`.warmup`). bf16 autocast runs the matmuls and convolutions on a GPU
+and on CPUs with bf16 units (about twice as fast there; elsewhere bf16 is emulated, ~10x slower than
+float32, so such a CPU trains in float32: :func:`autocast_dtype`); losses are in float32. The model trains on the CPU or
 on a CUDA GPU (``device``); the batches are drawn on the CPU either way, so a run is the same data
 stream on both and can move between them at a resume.
 
@@ -65,7 +66,7 @@ class PretrainConfig:
     mask_weights: MaskLossWeights = field(default_factory=MaskLossWeights)
     mask_recipe: MaskRecipe = field(default_factory=MaskRecipe)  # multimask, correction clicks
     object_weight: float = 1.0  # weight of the object-label BCE beside the mask losses
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast where it pays (autocast_dtype)
     loader_workers: int = 1  # processes drawing batches ahead of the model
     log_every: int = 50
     eval_every: int = 500
@@ -82,6 +83,15 @@ class PretrainConfig:
     # scaled down (16x16 embedding). Anything but the default is an ablation (benchmarks/pretrain_levers.py).
     encoder: str = "conv"
     embed_stride: int = EMBED_STRIDE
+
+
+def autocast_dtype(bf16: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the training steps, ``None`` for float32: bf16 when ``bf16`` is asked
+    for and ``device`` computes it natively (a GPU, or a CPU with AVX512-BF16 or AMX)."""
+    from ..engine.device import cpu_has_native_bf16
+
+    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return torch.bfloat16 if bf16 and native else None
 
 
 def lr_at(step: int, cfg: PretrainConfig, progress: float) -> float:
@@ -197,7 +207,8 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[st
     size = batch["images"].shape[1]
     images = torch.cat([batch["images"], batch["object_images"]])
     num_scenes = len(batch["images"])
-    amp = torch.autocast(run.device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
+    dtype = autocast_dtype(cfg.bf16, run.device)
+    amp = torch.autocast(run.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     with amp, prompt_frame(sam.prompt_encoder, size, size // run.stride):
         embeddings = sam.image_encoder(images_to_input(sam, images))
         terms = mask_objective(sam, embeddings[:num_scenes], batch, cfg.mask_weights, cfg.mask_recipe)
