@@ -12,9 +12,9 @@ Every step trains the whole tiny SAM on two things at once, through one encoder 
 The model never sees a part label, a part box or a part mask. From scratch, the decoder's attention
 is tied and warmed up first (:mod:`.warmup`). bf16 autocast runs the matmuls and convolutions on a GPU
 and on CPUs with bf16 units (about twice as fast there; elsewhere bf16 is emulated, ~10x slower than
-float32, so such a CPU trains in float32: :func:`autocast_dtype`); losses are in float32. The model trains on the CPU or
-on a CUDA GPU (``device``); the batches are drawn on the CPU either way, so a run is the same data
-stream on both and can move between them at a resume.
+float32, so such a CPU trains in float32: :func:`autocast_dtype`); losses are in float32. The model
+trains on the CPU or on a CUDA GPU (``device``); the batches are drawn on the CPU either way, so a
+run is the same data stream on both and can move between them at a resume.
 
 The weights (``sam_tiny.safetensors``, float16, segment-anything's ``Sam`` key layout) and the resume
 state are written atomically every few minutes; a batch depends only on its step, so a killed run
