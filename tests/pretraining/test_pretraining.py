@@ -175,6 +175,25 @@ def _smoke_config(steps: int) -> PretrainConfig:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:SAM tiny has random weights")
+def _killed_then_resumed(monkeypatch, out, first_device: str = "cpu"):
+    """A 4-step smoke run in ``out`` killed in its third step on ``first_device`` (a state is saved
+    after every step), then resumed to the end on the CPU; the weights' path."""
+    real_step, calls = trainer._train_step, []
+
+    def killed_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    cfg = dataclasses.replace(_smoke_config(4), checkpoint_every_s=0.0)
+    monkeypatch.setattr(trainer, "_train_step", killed_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_tiny_sam(out, cfg, progress=False, device=first_device)
+    monkeypatch.setattr(trainer, "_train_step", real_step)
+    return pretrain_tiny_sam(out, cfg, progress=False, device="cpu")
+
+
 def test_every_stage_runs_and_a_resumed_run_is_exact(tmp_path, monkeypatch):
     # Box warm-up, two low-resolution steps, two full-resolution steps.
     path = pretrain_tiny_sam(tmp_path / "whole", _smoke_config(4), progress=False)
@@ -186,21 +205,8 @@ def test_every_stage_runs_and_a_resumed_run_is_exact(tmp_path, monkeypatch):
     assert [r["res"] for r in rows if "loss" in r] == [128, 128, 256, 256]
     assert all("loss_objects" in r for r in rows if "loss" in r)
     assert any("eval_box_miou" in r for r in rows)
-    # Killed after two steps (a state is saved after every step here), then resumed: the same weights.
-    real_step, calls = trainer._train_step, []
-
-    def killed_at_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    cfg = dataclasses.replace(_smoke_config(4), checkpoint_every_s=0.0)
-    monkeypatch.setattr(trainer, "_train_step", killed_at_third)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain_tiny_sam(tmp_path / "killed", cfg, progress=False)
-    monkeypatch.setattr(trainer, "_train_step", real_step)
-    resumed = pretrain_tiny_sam(tmp_path / "killed", cfg, progress=False)
+    # Killed after two steps, then resumed: the same weights.
+    resumed = _killed_then_resumed(monkeypatch, tmp_path / "killed")
     whole, parts = build_sam("tiny", checkpoint=path), build_sam("tiny", checkpoint=resumed)
     for (name, a), b in zip(whole.state_dict().items(), parts.state_dict().values()):
         assert torch.equal(a, b), name
@@ -209,20 +215,7 @@ def test_every_stage_runs_and_a_resumed_run_is_exact(tmp_path, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_run_trains_on_the_gpu_and_resumes_on_the_cpu(tmp_path, monkeypatch):
     """The batches are drawn on the CPU, so a run stopped on the GPU goes on from its state on the CPU."""
-    real_step, calls = trainer._train_step, []
-
-    def killed_at_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    cfg = dataclasses.replace(_smoke_config(4), checkpoint_every_s=0.0)
-    monkeypatch.setattr(trainer, "_train_step", killed_at_third)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain_tiny_sam(tmp_path / "run", cfg, progress=False, device="cuda")
-    monkeypatch.setattr(trainer, "_train_step", real_step)
-    path = pretrain_tiny_sam(tmp_path / "run", cfg, progress=False, device="cpu")
+    path = _killed_then_resumed(monkeypatch, tmp_path / "run", first_device="cuda")
     rows = [json.loads(line) for line in (tmp_path / "run" / "pretrain_log.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["res"] for r in steps] == [128, 128, 256, 256]
