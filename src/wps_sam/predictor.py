@@ -13,7 +13,7 @@ import torch
 
 from .build import build_wps_sam
 from .cache import sam_fingerprint
-from .config import Config, config_from_dict, config_to_dict, merge, parse_overrides, validate
+from .config import Config, config_from_dict, config_to_dict, merge, parse_overrides
 from .data.transforms import SamTransform
 from .engine.loop import encoder_autocast
 from .engine.run_dir import WEIGHTS_FILE, load_weights
@@ -90,17 +90,6 @@ def _with_inference(cfg: Config, overrides: list[str], weights: str | Path) -> C
         raise ConfigError(message if message.startswith(str(weights)) else f"{weights}: {message}") from None
 
 
-def _with_flip_test(cfg: Config, flip_test: bool, weights: str | Path) -> Config:
-    """``cfg`` with test-time mirroring on or off, validated as any config (only the dense prompter
-    mirrors)."""
-    cfg = dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, flip_test=flip_test))
-    try:
-        validate(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{weights}: {exc}") from None
-    return cfg
-
-
 class PartPredictor:
     def __init__(
         self,
@@ -158,10 +147,11 @@ class PartPredictor:
             cfg = dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, checkpoint=sam_checkpoint))
         if prompt is not None:
             cfg = _with_prompt(cfg, prompt, weights)
-        if inference:
-            cfg = _with_inference(cfg, inference, weights)
-        if flip_test is not None:
-            cfg = _with_flip_test(cfg, flip_test, weights)
+        overrides = list(inference or [])
+        if flip_test is not None:  # after the overrides: the flag wins over inference.flip_test
+            overrides.append(f"inference.flip_test={str(flip_test).lower()}")
+        if overrides:
+            cfg = _with_inference(cfg, overrides, weights)
         sam = build_sam(cfg.sam.type, cfg.sam.checkpoint, sha256=cfg.sam.sha256)
         model = build_wps_sam(cfg, len(class_names), sam)
         try:

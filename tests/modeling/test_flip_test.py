@@ -9,7 +9,7 @@ from wps_sam.build import build_wps_sam
 from wps_sam.config import load_config
 from wps_sam.errors import ConfigError
 from wps_sam.modeling.dense_prompter import DensePrompter, average_with_mirror
-from wps_sam.predictor import _with_flip_test
+from wps_sam.predictor import _with_inference
 
 C = 3
 GRID = (8, 8)
@@ -79,9 +79,13 @@ def test_only_the_dense_prompter_mirrors_and_only_at_test_time(mini_sam):
     with pytest.raises(ConfigError, match="flip_test"):
         load_config(overrides=["train.recipe=paper", "inference.flip_test=true"])
     with pytest.raises(ConfigError, match="dense prompter"):
-        _with_flip_test(load_config(overrides=["train.recipe=paper"]), True, "model.safetensors")
+        _with_inference(
+            load_config(overrides=["train.recipe=paper"]), ["inference.flip_test=true"], "model.safetensors"
+        )
     assert load_config().inference.flip_test  # the default (dense) recipe mirrors; a run can stop it
-    assert not _with_flip_test(load_config(), False, "model.safetensors").inference.flip_test
+    assert not _with_inference(
+        load_config(), ["inference.flip_test=false"], "model.safetensors"
+    ).inference.flip_test
     paper = build_wps_sam(
         load_config(overrides=["train.recipe=paper", "prompter.num_queries=4"]), C, mini_sam
     )
