@@ -12,17 +12,21 @@ def cpu_has_native_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+def computes_bf16_natively(device: torch.device) -> bool:
+    """Whether bf16 autocast pays on ``device``: a GPU, or a CPU with native bf16 (elsewhere bf16 is
+    emulated, several times slower than float32)."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def encoder_dtype(device: torch.device, amp: bool, cpu_amp: bool) -> torch.dtype | None:
     """The autocast dtype of the frozen encoder's pass, ``None`` for float32: bf16 on CUDA with
     ``train.amp``, and on the CPU with ``train.amp`` and ``train.cpu_amp`` where the CPU computes bf16
     natively (elsewhere bf16 is emulated, slower than float32). The embedding cache, evaluation and
     prediction all encode so: the tiny SAM's encoder runs ~2x faster on an AVX512-BF16 CPU for
     embeddings within 0.5% of float32's (``benchmarks/encoder_bf16.py``)."""
-    if not amp:
+    if not amp or (device.type == "cpu" and not cpu_amp):
         return None
-    if device.type == "cuda" or (device.type == "cpu" and cpu_amp and cpu_has_native_bf16()):
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if computes_bf16_natively(device) else None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -88,10 +88,9 @@ class PretrainConfig:
 def autocast_dtype(bf16: bool, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the training steps, ``None`` for float32: bf16 when ``bf16`` is asked
     for and ``device`` computes it natively (a GPU, or a CPU with AVX512-BF16 or AMX)."""
-    from ..engine.device import cpu_has_native_bf16
+    from ..engine.device import computes_bf16_natively
 
-    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-    return torch.bfloat16 if bf16 and native else None
+    return torch.bfloat16 if bf16 and computes_bf16_natively(device) else None
 
 
 def lr_at(step: int, cfg: PretrainConfig, progress: float) -> float:
