@@ -133,6 +133,7 @@ class _Run:
 
     def __init__(self, out: Path, cfg: PretrainConfig, init: str | None, device: torch.device) -> None:
         self.out, self.cfg, self.device = out, cfg, device
+        self.autocast = autocast_dtype(cfg.bf16, device)  # None: float32
         torch.manual_seed(cfg.batches.seed)  # the initial weights
         self.sam = new_sam(cfg, init).to(device)
         self.stride = self.sam.image_encoder.img_size // self.sam.prompt_encoder.image_embedding_size[0]
@@ -206,8 +207,7 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[st
     size = batch["images"].shape[1]
     images = torch.cat([batch["images"], batch["object_images"]])
     num_scenes = len(batch["images"])
-    dtype = autocast_dtype(cfg.bf16, run.device)
-    amp = torch.autocast(run.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    amp = torch.autocast(run.device.type, dtype=run.autocast) if run.autocast else contextlib.nullcontext()
     with amp, prompt_frame(sam.prompt_encoder, size, size // run.stride):
         embeddings = sam.image_encoder(images_to_input(sam, images))
         terms = mask_objective(sam, embeddings[:num_scenes], batch, cfg.mask_weights, cfg.mask_recipe)
