@@ -87,6 +87,9 @@ def _cases(root, run):
         "check-data of a missing root": (["check-data", "--data", str(root / "nowhere")], ["does not exist"]),
         "eval on an unknown device": (["eval", str(run), "--data", str(root / "data"), "--split", "train",
                                        "--device", "gpu0"], ["--device gpu0", "not a device"]),
+        "serve with a training setting": (["serve", str(run), "--set", "train.lr=1"],
+                                          ["model.safetensors", "only inference settings", "train.lr"]),
+        "serve a missing run": (["serve", str(root / "no-run")], ["run directory not found"]),
     }  # fmt: skip
 
 
@@ -95,7 +98,8 @@ CASES = [
     "checkpoint of another architecture", "bad sha256", "bad config value", "unknown config key",
     "missing config file", "run already trained", "unwritable out", "eval of a missing run",
     "eval of a missing split", "predict of a missing input", "predict into an unwritable out",
-    "check-data of a missing root", "eval on an unknown device",
+    "check-data of a missing root", "eval on an unknown device", "serve with a training setting",
+    "serve a missing run",
 ]  # fmt: skip
 
 

@@ -215,3 +215,22 @@ def test_the_embedded_default_serves_the_bundled_examples():
     assert len(examples) == 4
     _, table, _ = PartSegmenter(predictor).segment(str(examples[0]))
     assert table and all(name in predictor.class_names for name, _, _ in table)
+
+
+@pytest.mark.slow
+def test_the_command_lines_inference_settings_reach_the_served_run():
+    from gradio_client import Client, handle_file
+
+    from wps_sam.serve import bundled_examples, serve
+
+    port = _free_port()
+    app = serve(  # the shipped demo prompter, as `wps-sam serve --device cpu --set ... --no-flip-test`
+        None, port=port, block=False, device="cpu", flip_test=False,
+        inference=["inference.score_threshold=1.0"],
+    )  # fmt: skip
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        _, table = client.predict(handle_file(str(bundled_examples()[0])), api_name="/predict")
+    finally:
+        app.close()
+    assert table["data"] == []  # no class probability reaches 1.0; with the run's own: parts (above)

@@ -178,7 +178,16 @@ def _cached_split(
 def cmd_serve(args: argparse.Namespace) -> None:
     from .serve import serve
 
-    serve(args.run, args.host, args.port)
+    serve(
+        args.run,
+        args.host,
+        args.port,
+        device=args.device or "auto",
+        sam_checkpoint=args.sam_checkpoint,
+        prompt=args.prompt,
+        flip_test=args.flip_test,
+        inference=args.set,
+    )
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -611,6 +620,11 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", nargs="?", help="run folder (default: the demo prompter shipped in the package)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device")
+    p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
+    p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
+    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help=INFERENCE_SET_HELP)
     _add_common(p)
     p.set_defaults(func=cmd_serve)
 

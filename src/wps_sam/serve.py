@@ -192,8 +192,18 @@ def build_app(segmenter: PartSegmenter, examples: list[Path] | None = None) -> A
     return app
 
 
-def serve(run: str | None, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
-    """Launch the app for ``run`` (None: the shipped demo prompter on the shipped tiny SAM)."""
+def serve(
+    run: str | None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    device: str = "auto",
+    **options: Any,
+) -> Any:
+    """Launch the app for ``run`` (None: the shipped demo prompter on the shipped tiny SAM) on
+    ``device``; ``options`` (``sam_checkpoint``, ``prompt``, ``flip_test``, ``inference``) as in
+    :meth:`PartPredictor.from_run`. They apply to this run only: a run loaded from the page decodes
+    with its own settings, on the same device."""
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -202,9 +212,9 @@ def serve(run: str | None, host: str = "127.0.0.1", port: int = 7860, block: boo
         weights = shipped_demo_prompter()
         if not weights.is_file():
             raise WpsSamError(f"the shipped demo prompter is missing from the install: {weights}")
-        predictor = PartPredictor.from_weights(weights, "auto")
+        predictor = PartPredictor.from_weights(weights, device, **options)
     else:
-        predictor = PartPredictor.from_run(run, "auto")
+        predictor = PartPredictor.from_run(run, device, **options)
     app = build_app(PartSegmenter(predictor), bundled_examples())
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, max_file_size=MAX_UPLOAD)
     return app
