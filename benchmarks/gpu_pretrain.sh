@@ -2,7 +2,7 @@
 # Continue the shipped tiny SAM's pre-training on a CUDA GPU for a wall-clock budget, in one call.
 #
 # For a session that is lent a GPU (the `device` tool: 15 minutes in all, one command at most 10):
-# the tiny SAM's pre-training is the lever the box target waits on (README, demo item 2), and minutes
+# the tiny SAM's pre-training is the lever the box target waits on (docs/demo/NOTES.md, item 2), and minutes
 # of a datacenter GPU are hours of the two build cores. Prepare here, once:
 #
 #     mkdir -p .whl && python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \

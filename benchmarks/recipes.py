@@ -55,8 +55,8 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("all of the above (detr-fast)", ["train.recipe=detr-fast"]),
     # One view at test time, as the set prompters (which cannot mirror): the recipes compared alike;
     # the centre cells alone learn the geometry, under CenterNet's bumps, as when the README's table
-    # was measured (the dense recipe's geometry radius and wider bumps are measured in the README's
-    # demo section).
+    # was measured (the dense recipe's geometry radius and wider bumps are measured in the demo's
+    # lab notes, docs/demo/NOTES.md).
     (
         "dense prompter (centre cells only)",
         [

@@ -131,7 +131,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast where the device is CUDA; on the CPU only with cpu_amp too
     # bf16 autocast on the CPU too: of the prompter's training steps (~1.7x faster on CPUs with
-    # AVX512-BF16 or AMX, README demo item 4; slower on those without) and, where the CPU computes
+    # AVX512-BF16 or AMX, docs/demo/NOTES.md item 4; slower on those without) and, where the CPU computes
     # bf16 natively, of the frozen encoder's pass (cache, evaluation, prediction; ~1.9x faster);
     # embeddings are stored and read in float16/float32 either way
     cpu_amp: bool = False

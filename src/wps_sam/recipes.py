@@ -31,7 +31,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # Per-cell heat maps and geometry (modeling/dense_prompter.py), the geometry learned by the cells
     # within 2 of each centre (TTFNet), heat-map bumps 1.5x as wide as CenterNet's, trained on the
     # images and their mirrors and read from both at test time (one more encoder pass per image:
-    # README's demo section).
+    # docs/demo/NOTES.md).
     "dense": {
         "prompter": {"kind": "dense", "standardize_input": True, "dense_geometry_radius": 2},
         "loss": {"box_spread": 1.5},

@@ -106,7 +106,7 @@ class DemoSettings:
     head_lr: float = 2e-3
     # bf16 autocast of the training steps on the CPU, for WPS-SAM's prompter (train.cpu_amp) and the
     # SAM head: 1.9x / 2.0x faster per step on the build machine, the same scores within the seeds'
-    # spread (README, demo item 4). None: where the CPU computes bf16 natively. LR-ASPP trains in
+    # spread (docs/demo/NOTES.md, item 4). None: where the CPU computes bf16 natively. LR-ASPP trains in
     # float32: bf16 does not speed it up (benchmarks/cpu_bf16.py).
     cpu_bf16: bool | None = None
     grid_images: int = 4
