@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wps_sam.cli import positive_int
+from wps_sam.cli.arguments import positive_int
 from wps_sam.data.datasets import PartSegmentationDataset, collate_parts
 from wps_sam.data.transforms import SamTransform
 from wps_sam.demo import baselines

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from wps_sam.cli import positive_int
+from wps_sam.cli.arguments import positive_int
 from wps_sam.data.images import read_image
 from wps_sam.data.transforms import SamTransform
 from wps_sam.demo import baselines

@@ -45,7 +45,7 @@ import torch
 
 from wps_sam.build import build_sam_from_config
 from wps_sam.cache import sam_fingerprint
-from wps_sam.cli import fraction, positive_int
+from wps_sam.cli.arguments import fraction, positive_int
 from wps_sam.config import Config
 from wps_sam.data.cached import split_embeddings
 from wps_sam.data.coco import instance_mask, load_split

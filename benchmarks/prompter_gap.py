@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
-from wps_sam.cli import positive_int
+from wps_sam.cli.arguments import positive_int
 from wps_sam.data.coco import load_split
 from wps_sam.data.datasets import PartSegmentationDataset
 from wps_sam.data.transforms import SamTransform
