@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from wps_sam.demo.runner import MIRRORED_VAL, encode_splits, finished_run
+from wps_sam.demo.data import MIRRORED_VAL, encode_splits
+from wps_sam.demo.runner import finished_run
 from wps_sam.errors import WpsSamError
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor

@@ -51,7 +51,8 @@ from wps_sam.data.cached import split_embeddings
 from wps_sam.data.coco import instance_mask, load_split
 from wps_sam.data.targets import interior_point
 from wps_sam.demo import baselines
-from wps_sam.demo.runner import QUICK_SETTINGS, DemoSettings, _wps_sam_config, prepare_toyparts
+from wps_sam.demo.data import prepare_toyparts
+from wps_sam.demo.settings import QUICK_SETTINGS, DemoSettings, wps_sam_config
 from wps_sam.engine.trainer import train
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.predictor import PartPredictor
@@ -135,7 +136,7 @@ def run_variant(
 ) -> dict:
     """Train the demo's WPS-SAM on ``root`` from ``supervision`` and score it on the held-out split,
     once per head in ``prompts``."""
-    cfg = _wps_sam_config(settings, root, work / "embeddings", supervision, seed, None)
+    cfg = wps_sam_config(settings, root, work / "embeddings", supervision, seed, None)
     run = work / "mixed-supervision" / f"seed{seed}" / name
     if run.exists():
         shutil.rmtree(run)
@@ -229,7 +230,7 @@ def main() -> None:
     clicks, click_stats = None, None
     if args.click_source == "sam":
         clicks, click_stats = sam_clicks(
-            demo, _wps_sam_config(settings, demo, work / "embeddings", "box", args.seed, None)
+            demo, wps_sam_config(settings, demo, work / "embeddings", "box", args.seed, None)
         )
     clicks_s = round(time.time() - started, 1)
     results = run_variants(args, work, settings, clicks)

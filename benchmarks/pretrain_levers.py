@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from wps_sam.demo.runner import DemoSettings, prepare_toyparts
+from wps_sam.demo.data import prepare_toyparts
+from wps_sam.demo.settings import DemoSettings
 from wps_sam.pretraining import BatchConfig, PretrainConfig, evaluate_coco_miou, pretrain_tiny_sam
 from wps_sam.pretraining.trainer import WEIGHTS_NAME, new_sam
 from wps_sam.synthetic.toyparts import generate_toyparts

@@ -33,7 +33,7 @@ from pathlib import Path
 from wps_sam.config import load_config
 from wps_sam.data.coco import load_split
 from wps_sam.data.datasets import PartSegmentationDataset
-from wps_sam.demo.runner import default_config_path
+from wps_sam.demo.settings import default_config_path
 from wps_sam.engine.trainer import train
 from wps_sam.evaluation.evaluator import evaluate
 from wps_sam.evaluation.token_error import mean_teacher_token, token_error

@@ -25,7 +25,8 @@ import torch
 from wps_sam.config import TrainConfig
 from wps_sam.data.coco import load_split
 from wps_sam.demo import baselines
-from wps_sam.demo.runner import DemoSettings, encode_splits, prepare_toyparts
+from wps_sam.demo.data import encode_splits, prepare_toyparts
+from wps_sam.demo.settings import DemoSettings
 from wps_sam.engine.device import cpu_has_native_bf16
 from wps_sam.pretraining import evaluate_coco_miou
 from wps_sam.sam.backbones import build_sam

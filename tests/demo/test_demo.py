@@ -20,8 +20,10 @@ from wps_sam.demo.baselines import (
     gt_semantic_map,
     score,
 )
+from wps_sam.demo.data import MIRRORED_VAL, prepare_toyparts
 from wps_sam.demo.report import targets
-from wps_sam.demo.runner import METHODS, MIRRORED_VAL, _held_out, _Split, _wps_sam_config, prepare_toyparts
+from wps_sam.demo.runner import METHODS, _held_out, _Split
+from wps_sam.demo.settings import wps_sam_config
 from wps_sam.engine.device import cpu_has_native_bf16
 from wps_sam.recipes import DEFAULT_RECIPE
 from wps_sam.sam.backbones import build_sam
@@ -125,7 +127,7 @@ def test_fit_segmenter_under_bf16_autocast_keeps_float32_weights_and_learns():
 ])  # fmt: skip
 def test_the_demo_passes_its_bf16_choice_to_wps_sam(tmp_path, cpu_bf16, overrides, expected):
     settings = DemoSettings(cpu_bf16=cpu_bf16, overrides=overrides)
-    cfg = _wps_sam_config(settings, tmp_path, tmp_path / "cache", "box", 0, None)
+    cfg = wps_sam_config(settings, tmp_path, tmp_path / "cache", "box", 0, None)
     assert cfg.train.cpu_amp is expected
 
 

@@ -113,7 +113,8 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from ..demo.runner import QUICK_SETTINGS, DemoSettings, run_demo
+    from ..demo.runner import run_demo
+    from ..demo.settings import QUICK_SETTINGS, DemoSettings
 
     settings = QUICK_SETTINGS if args.quick else DemoSettings()
     chosen = {

@@ -2,7 +2,7 @@
 
 Stages, each timed and with its progress bar:
 
-1. **data** — ToyParts with a subset of super-categories (:func:`prepare_toyparts`), reused when
+1. **data** — ToyParts with a subset of super-categories (:func:`.data.prepare_toyparts`), reused when
    ``DIR/toyparts`` already holds the same generation (its manifest matches);
 2. **embeddings** — the frozen tiny SAM encodes every image once into ``DIR/embeddings`` (the
    package's embedding cache); the oracle and the SAM head read them from there;
@@ -30,27 +30,25 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .. import __version__
 from ..atomic import atomic_write_json
-from ..config import Config, TrainConfig, config_to_dict, load_config, merge, parse_overrides
+from ..config import Config, config_to_dict
 from ..data.coco import PartDataIndex, load_split
 from ..data.images import read_image
-from ..errors import ConfigError, DataError
-from ..synthetic.toyparts import ToyPartsConfig, write_toyparts
+from ..errors import DataError
 from . import baselines, report
+from .data import MIRRORED_TRAIN, MIRRORED_VAL, encode_splits, prepare_toyparts
+from .settings import QUICK_SETTINGS, DemoSettings, wps_sam_config
 
 if TYPE_CHECKING:
     from ..predictor import PartPredictor
 
 logger = logging.getLogger(__name__)
 
-DEMO_SUPERCATEGORIES = ("Quadruped", "Bird", "Fish", "Car", "Bottle", "Aeroplane")
 METHODS = (
     "wps-sam-box",
     "wps-sam-point",
@@ -59,121 +57,6 @@ METHODS = (
     "fully-supervised",
     "fully-supervised-sam-head",
 )
-MANIFEST = "demo_manifest.json"
-MIRRORED_TRAIN = "train-mirrored"  # the training images flipped left-right (augmentation)
-MIRRORED_VAL = "val-mirrored"  # the held-out images flipped left-right (test-time mirroring)
-MANIFEST_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Sizes and budgets of one demo run (the WPS-SAM numbers live in ``configs/demo.yaml``).
-
-    ``config``: WPS-SAM config file (``None``: the packaged ``configs/demo.yaml``); ``overrides``:
-    dotted overrides on top of it (``"train.max_steps=10"``). ``fs_*``: the LR-ASPP baseline;
-    ``head_*``: the SAM-head baseline. ``data_seed`` draws the data set, independent of the
-    training seed, so that runs with other seeds reuse the same images. ``steps_scale`` multiplies
-    the training steps of every trained method alike (WPS-SAM's ``train.max_steps``, ``fs_steps``,
-    ``head_steps``): the demo's 15-minute budget is 1.
-    """
-
-    # 1600 training images (README: the point prompter gains 1.2 and 2.3 mIoU over 800 on two seeds, the
-    # box prompter +0.3 and -0.1) for ~1 more minute of data and encoder passes.
-    train_images: int = 1600
-    # 150 held-out images (~970 parts): the evaluator decodes every query of every image with SAM.
-    val_images: int = 150
-    image_size: int = 256
-    supercategories: tuple[str, ...] = DEMO_SUPERCATEGORIES
-    data_seed: int = 0
-    config: str | None = None
-    overrides: tuple[str, ...] = ()
-    # LR-ASPP: about as long to train as wps-sam-box's prompter plus its encoder pass over the training
-    # images. Tuned on the demo's 800 images of earlier releases (README): at 128 px it fits ~7 epochs of
-    # them in that time and reaches ~21% mIoU; at the full 256 px 2 epochs, at the all-background floor.
-    # 1000 steps since the prompter trains under bf16 (LR-ASPP does not speed up there). The two demos of
-    # 2026-12-03 gave it 0.221 and 0.273 s per step against wps-sam-box's 162 + 75 s and 175 + 80 s:
-    # 1074 and 932 steps of equal time (1300 and 1100 steps took 1.21x and 1.18x).
-    fs_steps: int = 1000
-    fs_batch_size: int = 8
-    fs_lr: float = 5e-3
-    fs_image_size: int | None = 128  # its input side (None: the data's); its maps are upsampled
-    # The SAM head reads the same cached embeddings as wps-sam-box: its budget is about the prompter's
-    # training. Under bf16 ~0.27 s per step of 16 embeddings: 550 steps took 150 s against wps-sam-box's
-    # 175 s in the demo of 2026-12-03 (afternoon). mIoU when it was tuned: 30.5% at 300 steps, 35.1% at
-    # 550, 35.4% at 600.
-    head_steps: int = 550
-    head_batch_size: int = 16
-    head_lr: float = 2e-3
-    # bf16 autocast of the training steps on the CPU, for WPS-SAM's prompter (train.cpu_amp) and the
-    # SAM head: 1.9x / 2.0x faster per step on the build machine, the same scores within the seeds'
-    # spread (docs/demo/NOTES.md, item 4). None: where the CPU computes bf16 natively. LR-ASPP trains in
-    # float32: bf16 does not speed it up (benchmarks/cpu_bf16.py).
-    cpu_bf16: bool | None = None
-    grid_images: int = 4
-    steps_scale: int = 1
-
-    def __post_init__(self) -> None:
-        if self.steps_scale < 1:
-            raise ConfigError(f"--steps-scale must be a positive integer, got {self.steps_scale}")
-
-
-# A smoke run of a minute or two (`--quick`): a quarter of the data, a quarter of the steps; not results.
-QUICK_SETTINGS = DemoSettings(
-    train_images=200, val_images=40, overrides=("train.max_steps=150",), fs_steps=20, head_steps=75
-)
-
-
-def default_config_path() -> Path:
-    """The packaged WPS-SAM configuration of the demo."""
-    return Path(str(resources.files("wps_sam") / "configs" / "demo.yaml"))
-
-
-# --- data ---------------------------------------------------------------------------------------
-
-
-def _manifest(settings: DemoSettings) -> dict[str, Any]:
-    config = ToyPartsConfig(
-        size=settings.image_size, seed=settings.data_seed, supercategories=tuple(settings.supercategories)
-    )
-    return {
-        "format": MANIFEST_FORMAT,
-        "wps_sam": __version__,  # the generator's version: another release draws the data afresh
-        "train": settings.train_images,
-        "val": settings.val_images,
-        "toyparts": json.loads(json.dumps(dataclasses.asdict(config))),
-    }
-
-
-def prepare_toyparts(root: str | Path, settings: DemoSettings, progress: bool = True) -> tuple[dict, bool]:
-    """ToyParts for ``settings`` under ``root``; returns (manifest, reused).
-
-    A folder whose ``demo_manifest.json`` records the same generation is reused as it is; anything
-    else under ``root`` is replaced. The annotation files name the part classes of
-    ``settings.supercategories`` only (:func:`write_toyparts`), so the models' classes are the ones
-    that occur.
-    """
-    root = Path(root)
-    wanted = _manifest(settings)
-    manifest_path = root / MANIFEST
-    if manifest_path.is_file():
-        try:
-            if json.loads(manifest_path.read_text()) == wanted:
-                return wanted, True
-        except (OSError, json.JSONDecodeError):
-            pass
-        logger.info("%s holds another ToyParts generation: generating it again", root)
-    if root.exists():
-        shutil.rmtree(root)
-    config = ToyPartsConfig(
-        **{
-            **wanted["toyparts"],
-            "clutter": tuple(wanted["toyparts"]["clutter"]),
-            "supercategories": tuple(wanted["toyparts"]["supercategories"]),
-        }
-    )
-    write_toyparts(root, settings.train_images, settings.val_images, config, progress=progress)
-    atomic_write_json(manifest_path, wanted)  # last: a folder with a manifest is complete
-    return wanted, False
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -188,68 +71,6 @@ class _Timings(dict):
             yield
         finally:
             self[name] = round(time.time() - started, 2)
-
-
-def _wps_sam_config(
-    settings: DemoSettings,
-    root: Path,
-    cache_dir: Path,
-    supervision: str,
-    seed: int,
-    sam_checkpoint: str | None,
-) -> Config:
-    path = Path(settings.config) if settings.config else default_config_path()
-    fixed: dict[str, dict[str, Any]] = {
-        "data": {"root": str(root), "supervision": supervision, "train_split": "train", "val_split": "val"},
-        # The trainer's embedding cache is the demo's: the encoder runs once per image for every stage.
-        "train": {"seed": seed, "cache": True, "cache_dir": str(cache_dir)},
-        "sam": {"type": "tiny", "checkpoint": sam_checkpoint},
-    }
-    # The demo's bf16 choice first, so that an override of train.cpu_amp wins over it.
-    overrides = merge(
-        {"train": {"cpu_amp": bool(settings.cpu_bf16)}}, parse_overrides(list(settings.overrides))
-    )
-    cfg = load_config(path, merge(overrides, fixed))
-    if settings.steps_scale == 1:
-        return cfg
-    if cfg.train.max_steps is None:
-        raise ConfigError(f"{path}: --steps-scale needs train.max_steps in the demo's WPS-SAM config")
-    train_cfg = dataclasses.replace(cfg.train, max_steps=cfg.train.max_steps * settings.steps_scale)
-    return dataclasses.replace(cfg, train=train_cfg)
-
-
-def encode_splits(
-    sam: Any,
-    indices: dict[str, tuple[PartDataIndex, bool]],
-    cache_dir: Path,
-    train_cfg: TrainConfig,
-    progress: bool,
-) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]:
-    """float16 [N, 256, h, w] SAM embeddings of every image of each split, through the embedding cache.
-
-    ``indices``: name -> (split, mirrored): a mirrored split's images are flipped left-right (the
-    trainer's ``hflip`` augmentation, same cache entries). The encoder runs in the precision the
-    trainer picks from ``train_cfg`` on the SAM's device (on the CPU: bf16 under ``train.cpu_amp`` where
-    the CPU computes it natively), so that WPS-SAM's trainings find every embedding cached. Also
-    returns, per name, how many images were encoded now (the others were cached) and how long it took.
-    """
-    from ..cache import EmbeddingCache, sam_fingerprint
-    from ..data.cached import cache_dataset, cache_encoder
-    from ..data.datasets import PartSegmentationDataset
-    from ..data.transforms import SamTransform
-    from ..engine.device import encoder_dtype
-
-    dtype = encoder_dtype(sam.device, train_cfg.amp, train_cfg.cpu_amp)
-    runner, context = cache_encoder(sam.image_encoder, sam_fingerprint(sam), dtype)
-    cache = EmbeddingCache(cache_dir)
-    out, stats = {}, {}
-    for name, (index, mirrored) in indices.items():
-        started, before = time.time(), len(cache)
-        dataset = PartSegmentationDataset(index, SamTransform(context.image_size), mirrored=mirrored)
-        keys = cache_dataset(dataset, cache, runner, context, batch_size=8, progress=progress)
-        out[name] = cache.get(keys)
-        stats[name] = {"encoded": len(cache) - before, "seconds": round(time.time() - started, 2)}
-    return out, stats
 
 
 def _environment() -> dict[str, Any]:
@@ -595,7 +416,7 @@ def run_demo(
         data = _prepare_data(out / "toyparts", settings, progress)
     val, train_index = data.val, data.train_index
     configs = {
-        supervision: _wps_sam_config(
+        supervision: wps_sam_config(
             settings, data.root, out / "embeddings", supervision, seed, sam_checkpoint
         )
         for supervision in ("box", "point")
