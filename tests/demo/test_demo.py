@@ -280,14 +280,27 @@ def test_demo_smoke(tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "expected"), [([], None), (["--no-bf16"], False)])
-def test_no_bf16_makes_the_demo_train_in_float32(monkeypatch, tmp_path, argv, expected):
+def test_no_bf16_makes_the_demo_train_in_float32(monkeypatch, tmp_path, argv, expected, capsys):
     import wps_sam.demo.runner as runner
     from wps_sam.cli import main
 
     seen = {}
-    monkeypatch.setattr(runner, "run_demo", lambda out, settings, **_: seen.update(settings=settings))
+    results = {
+        "methods": {"wps-sam-box": {"miou": 0.4321, "macc": 0.5}},
+        "targets": [{"target": "wps-sam-box >= 0.85 x sam-gt-box-oracle", "miou": 0.4321, "threshold": 0.5,
+                     "pass": False}],
+        "timings_s": {"total": 61.0},
+    }  # fmt: skip
+    monkeypatch.setattr(
+        runner, "run_demo", lambda out, settings, **_: seen.update(settings=settings) or results
+    )
     assert main(["demo", "--out", str(tmp_path), *argv]) == 0
     assert seen["settings"].cpu_bf16 is expected  # None: bf16 where the CPU computes it natively
+    printed = capsys.readouterr().out  # the table of results.md, and where the files are
+    assert "| wps-sam-box | boxes | 43.2 | 50.0 |" in printed and "| 43.2 | 50.0 | FAIL |" in printed
+    assert (
+        f"results.json, results.md, results.png, overlays.png and the runs to {tmp_path} in 61 s" in printed
+    )
 
 
 def test_the_demo_evaluates_on_its_cached_held_out_embeddings_only_where_they_are_the_evaluators(tmp_path):

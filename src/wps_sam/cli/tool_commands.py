@@ -113,6 +113,7 @@ def cmd_pretrain_sam(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from ..demo.report import CHART, GRID, RESULTS_JSON, RESULTS_MD, format_table
     from ..demo.runner import run_demo
     from ..demo.settings import QUICK_SETTINGS, DemoSettings
 
@@ -130,7 +131,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         )
     if args.no_bf16:
         settings = dataclasses.replace(settings, cpu_bf16=False)
-    run_demo(
+    results = run_demo(
         args.out,
         settings,
         steps_scale=args.steps_scale,
@@ -138,6 +139,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
         seed=args.seed,
         progress=not args.no_progress,
     )
+    print(format_table(results))
+    files = ", ".join((RESULTS_JSON, RESULTS_MD, CHART, GRID))
+    print(f"wrote {files} and the runs to {args.out} in {results['timings_s']['total']:.0f} s")
 
 
 def cmd_data_toyparts(args: argparse.Namespace) -> None:
