@@ -27,8 +27,8 @@ class DemoSettings:
     ``head_steps``): the demo's 15-minute budget is 1.
     """
 
-    # 1600 training images (README: the point prompter gains 1.2 and 2.3 mIoU over 800 on two seeds, the
-    # box prompter +0.3 and -0.1) for ~1 more minute of data and encoder passes.
+    # 1600 training images (docs/demo/NOTES.md, item 4: the point prompter gains 1.2 and 2.3 mIoU over
+    # 800 on two seeds, the box prompter +0.3 and -0.1) for ~1 more minute of data and encoder passes.
     train_images: int = 1600
     # 150 held-out images (~970 parts): the evaluator decodes every query of every image with SAM.
     val_images: int = 150
@@ -38,8 +38,9 @@ class DemoSettings:
     config: str | None = None
     overrides: tuple[str, ...] = ()
     # LR-ASPP: about as long to train as wps-sam-box's prompter plus its encoder pass over the training
-    # images. Tuned on the demo's 800 images of earlier releases (README): at 128 px it fits ~7 epochs of
-    # them in that time and reaches ~21% mIoU; at the full 256 px 2 epochs, at the all-background floor.
+    # images. Tuned on the demo's 800 images of earlier releases (docs/demo/NOTES.md, timing): at 128 px
+    # it fits ~7 epochs of them in that time and reaches ~21% mIoU; at the full 256 px 2 epochs, at the
+    # all-background floor.
     # 1000 steps since the prompter trains under bf16 (LR-ASPP does not speed up there). The two demos of
     # 2026-12-03 gave it 0.221 and 0.273 s per step against wps-sam-box's 162 + 75 s and 175 + 80 s:
     # 1074 and 932 steps of equal time (1300 and 1100 steps took 1.21x and 1.18x).

@@ -15,7 +15,7 @@ most, a part when the IoU reaches :data:`POSITIVE_IOU` and "no part" otherwise
 
 Inference: every peak takes its corrected box; its class and score stay the heat maps'. The class
 head is a training signal: on the demo, the features it trains make better heat maps, while
-rescoring the peaks with it (CenterNet2's geometric mean of both scores) lowered mIoU (README).
+rescoring the peaks with it (CenterNet2's geometric mean of both scores) lowered mIoU (docs/demo/NOTES.md, item 4).
 
 RoIAlign is :func:`~.roi_pooling.roi_align_grouped`, torchvision's values from batched matrix
 products: torchvision's own CPU backward runs on one thread.
