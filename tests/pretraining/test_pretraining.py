@@ -173,8 +173,6 @@ def _smoke_config(steps: int) -> PretrainConfig:
     )
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:SAM tiny has random weights")
 def _killed_then_resumed(monkeypatch, out, first_device: str = "cpu"):
     """A 4-step smoke run in ``out`` killed in its third step on ``first_device`` (a state is saved
     after every step), then resumed to the end on the CPU; the weights' path."""
@@ -194,6 +192,8 @@ def _killed_then_resumed(monkeypatch, out, first_device: str = "cpu"):
     return pretrain_tiny_sam(out, cfg, progress=False, device="cpu")
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:SAM tiny has random weights")
 def test_every_stage_runs_and_a_resumed_run_is_exact(tmp_path, monkeypatch):
     # Box warm-up, two low-resolution steps, two full-resolution steps.
     path = pretrain_tiny_sam(tmp_path / "whole", _smoke_config(4), progress=False)
