@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..config import SAM_TYPES
 
@@ -62,6 +62,28 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_decoding_options(p: argparse.ArgumentParser) -> None:
+    """How a trained run is loaded and decoded (``eval``, ``predict``, ``serve``): ``--device``,
+    ``--sam-checkpoint``, ``--prompt``, ``--flip-test`` / ``--no-flip-test`` and ``--set inference.*``,
+    the keyword arguments of :meth:`~wps_sam.predictor.PartPredictor.from_run` (:func:`decoding_options`)."""
+    p.add_argument("--device")
+    p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
+    p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
+    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help=INFERENCE_SET_HELP)
+
+
+def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`add_decoding_options` as :meth:`PartPredictor.from_run`'s keywords."""
+    return {
+        "device": args.device or "auto",
+        "sam_checkpoint": args.sam_checkpoint,
+        "prompt": args.prompt,
+        "flip_test": args.flip_test,
+        "inference": args.set,
+    }
 
 
 def sha256_arg(value: str) -> str:

@@ -8,12 +8,10 @@ from ..config import SAM_TYPES
 from ..data.pascal_part_groupings import GROUPINGS as PASCAL_PART_GROUPINGS
 from ..recipes import DEFAULT_RECIPE, RECIPES
 from .arguments import (
-    FLIP_TEST_HELP,
-    INFERENCE_SET_HELP,
-    PROMPT_HELP,
     RECHECK_HELP,
     OneLineErrorParser,
     add_common,
+    add_decoding_options,
     add_sam_options,
     fraction,
     name_list,
@@ -80,14 +78,10 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
-    p.add_argument("--device")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
     p.add_argument("--strict", action="store_true", help="refuse a split with skipped images or annotations")
     p.add_argument("--recheck", action="store_true", help=RECHECK_HELP)
-    p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
-    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
-    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help=INFERENCE_SET_HELP)
+    add_decoding_options(p)
     p.add_argument(
         "--cache",
         action=argparse.BooleanOptionalAction,
@@ -114,11 +108,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", nargs="?", help="run folder (default: the demo prompter shipped in the package)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--device")
-    p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
-    p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
-    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
-    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help=INFERENCE_SET_HELP)
+    add_decoding_options(p)
     add_common(p)
     p.set_defaults(func=cmd_serve)
 
@@ -136,12 +126,8 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True)
-    p.add_argument("--device")
-    p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
     p.add_argument("--strict", action="store_true", help="refuse to run if any input is unreadable")
-    p.add_argument("--prompt", choices=["box", "point"], help=PROMPT_HELP)
-    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, help=FLIP_TEST_HELP)
-    p.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help=INFERENCE_SET_HELP)
+    add_decoding_options(p)
     add_common(p)
     p.set_defaults(func=cmd_predict)
 

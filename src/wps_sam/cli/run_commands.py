@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import WpsSamError
+from .arguments import decoding_options
 
 if TYPE_CHECKING:
     from ..data.cached import CachedRows
@@ -73,9 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from ..plots import confusion_chart, per_class_iou_chart
     from ..predictor import PartPredictor
 
-    predictor = PartPredictor.from_run(
-        args.run, args.device or "auto", args.sam_checkpoint, args.prompt, args.flip_test, args.set
-    )
+    predictor = PartPredictor.from_run(args.run, **decoding_options(args))
     index = triaged_split(
         args.data,
         args.split,
@@ -159,16 +158,7 @@ def _cached_split(
 def cmd_serve(args: argparse.Namespace) -> None:
     from ..serve import serve
 
-    serve(
-        args.run,
-        args.host,
-        args.port,
-        device=args.device or "auto",
-        sam_checkpoint=args.sam_checkpoint,
-        prompt=args.prompt,
-        flip_test=args.flip_test,
-        inference=args.set,
-    )
+    serve(args.run, args.host, args.port, **decoding_options(args))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -247,9 +237,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 f"--strict: {len(bad)} of {len(files)} input(s) unreadable, e.g. {bad[0][0]}: "
                 f"{bad[0][1]}; remove them or drop --strict to skip them"
             )
-    predictor = PartPredictor.from_run(
-        args.run, args.device or "auto", args.sam_checkpoint, args.prompt, args.flip_test, args.set
-    )
+    predictor = PartPredictor.from_run(args.run, **decoding_options(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records, unreadable = [], []
