@@ -24,7 +24,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from wps_sam.data.coco import PartDataIndex, find_annotation_file, load_split, rescale_entry
+from wps_sam.data.coco import PartDataIndex, load_split, rescale_entry
+from wps_sam.data.coco_json import find_annotation_file
 from wps_sam.data.images import pixel_limit
 from wps_sam.data.triage_cache import VerdictStore, file_key, split_key
 from wps_sam.errors import DataError

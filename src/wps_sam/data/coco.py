@@ -13,7 +13,6 @@ them. Only problems that make the whole split unusable raise :class:`~wps_sam.er
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,16 +22,13 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from wps_sam.data.coco_json import as_int, find_annotation_file, read_annotation_json
+from wps_sam.data.coco_segmentation import clean_segmentation, segmentation_rle
 from wps_sam.data.images import image_size, pixel_limit
 from wps_sam.data.rle import decode_masks
 from wps_sam.errors import DataError
 
 logger = logging.getLogger(__name__)
-
-_REQUIRED_KEYS = ("images", "annotations", "categories")
-# pycocotools rasterises a polygon along its outline at 5x resolution: bound the work and memory.
-_MAX_POLYGON_PERIMETER = 2_000_000.0
-_SHORT_OUTLINE = 64  # values up to which an outline is checked in plain Python
 
 
 @dataclass
@@ -115,46 +111,6 @@ class PartDataIndex:
         return all(part.segmentation is not None for entry in self.images for part in entry.parts)
 
 
-def find_annotation_file(root: Path, split: str) -> Path:
-    """The json of ``split``: ``annotations/<split>/<split>.json``, else ``annotations/<split>.json``."""
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist or is not a folder")
-    candidates = [root / "annotations" / split / f"{split}.json", root / "annotations" / f"{split}.json"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    tried = " or ".join(str(p) for p in candidates)
-    raise DataError(f"no annotation file for split '{split}': expected {tried}")
-
-
-def read_annotation_json(path: Path) -> dict[str, Any]:
-    """The annotation file's json, checked to hold ``images``, ``annotations`` and ``categories`` lists."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the annotation file ({e})") from e
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits, deep nesting
-        raise DataError(f"{path}: invalid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a COCO json object at the top level, got {type(data).__name__}")
-    missing = [k for k in _REQUIRED_KEYS if not isinstance(data.get(k), list)]
-    if missing:
-        raise DataError(f"{path}: missing or non-list required key(s) {', '.join(map(repr, missing))}")
-    return data
-
-
-def as_int(value: Any) -> int | None:
-    """A json id as an int (an integral float too), or None for anything else."""
-    if type(value) is int:  # the common case, first: loading runs this per annotation
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return int(value) if float(value).is_integer() else None
-
-
 def _resolve_path(image_dir: Path, file_name: str) -> Path | None:
     # PartImageNet's json names "n01440764_10029.JPEG" while the file sits in a synset folder.
     try:
@@ -197,135 +153,6 @@ def _label_map(
     mapping = {c: label_of_name[n] for c, n in names.items() if n in label_of_name}
     ids_of_name = {n: c for c, n in sorted(names.items(), reverse=True)}  # lowest id wins
     return mapping, list(class_names), [ids_of_name.get(n, -1) for n in class_names]
-
-
-def _clean_segmentation(seg: Any) -> tuple[list | dict | None, bool, str | None]:
-    """(segmentation, is_polygon, problem): what pycocotools can rasterise safely, and what was wrong.
-
-    A problem with a segmentation left means that a piece of it was dropped (a repair); with ``None``
-    left, the mask is unusable and the annotation is skipped. No segmentation at all is no problem.
-    """
-    if seg is None or (isinstance(seg, (list, dict)) and len(seg) == 0):
-        return None, False, None
-    if isinstance(seg, dict):
-        problem = _rle_problem(seg)
-        if problem:
-            return None, False, f"malformed RLE segmentation ({problem})"
-        return {"size": [int(seg["size"][0]), int(seg["size"][1])], "counts": seg["counts"]}, False, None
-    if not isinstance(seg, list):
-        return None, False, f"segmentation of type {type(seg).__name__}"
-    if isinstance(seg[0], (int, float)):
-        seg = [seg]  # some exporters write one flat polygon
-    if all(isinstance(s, dict) for s in seg):  # a list of RLEs: merge into one
-        pieces = [_clean_segmentation(s) for s in seg]
-        problem = next(
-            (note or "malformed RLE segmentation (an empty piece)" for r, _, note in pieces if r is None),
-            None,
-        )
-        if problem is None and len({tuple(r["size"]) for r, _, _ in pieces}) > 1:
-            problem = "malformed RLE segmentation (pieces of different sizes)"
-        if problem:
-            return None, False, problem
-        merged = mask_utils.merge([_rle(r, False, *r["size"]) for r, _, _ in pieces])
-        return {"size": merged["size"], "counts": merged["counts"].decode("ascii")}, False, None
-    polygons = [p for p in seg if _is_polygon(p)]
-    if len(polygons) == len(seg):
-        return polygons, True, None
-    if polygons:
-        return polygons, True, f"{len(seg) - len(polygons)} degenerate polygon(s) dropped"
-    return None, False, f"degenerate polygon segmentation ({len(seg)} polygon(s), none usable)"
-
-
-def _rle_problem(seg: dict) -> str | None:
-    """Why the RLE ``seg`` is unsafe to hand to pycocotools, or None.
-
-    pycocotools trusts its input: counts that do not add up to height x width overflow its buffers,
-    and a compressed string that ends mid-number is read past its end. So everything is checked first.
-    """
-    size, counts = seg.get("size"), seg.get("counts")
-    if not (isinstance(size, list) and len(size) == 2 and all(as_int(v) for v in size)):
-        return f"size {size!r} is not [height, width]"
-    height, width = int(size[0]), int(size[1])
-    if height <= 0 or width <= 0 or height * width > pixel_limit():
-        return f"size {size!r} out of range"
-    if isinstance(counts, str):
-        values = _decode_rle_string(counts)
-        if values is None:
-            return "counts is not a valid compressed RLE string"
-    elif isinstance(counts, list) and counts and all(type(c) is int for c in counts):
-        values = counts
-    else:
-        return "counts must be a compressed string or a list of integers"
-    if any(not 0 <= c < 2**32 for c in values) or sum(values) != height * width:
-        return f"counts do not add up to {height}x{width} pixels"
-    return None
-
-
-def _decode_rle_string(counts: str) -> list[int] | None:
-    """The run lengths of a COCO compressed RLE string (as pycocotools' ``rleFrString``), or None."""
-    values: list[int] = []
-    position = 0
-    while position < len(counts):
-        x, k, more = 0, 0, True
-        while more:
-            if position >= len(counts) or k > 12:
-                return None
-            c = ord(counts[position]) - 48
-            if not 0 <= c < 64:
-                return None
-            x |= (c & 0x1F) << 5 * k
-            more = bool(c & 0x20)
-            position += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << 5 * k
-        if len(values) > 2:
-            x += values[-2]
-        values.append(x)
-    return values
-
-
-def _is_polygon(p: Any) -> bool:
-    """A flat list of at least 3 finite (x, y) pairs; shorter ones fool pycocotools (4 values = a box)."""
-    return isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and rasterisable_outline(p)
-
-
-def rasterisable_outline(p: Any) -> bool:
-    """A flat list of finite numbers, at least one (x, y) pair, that pycocotools can rasterise safely
-    (an odd last value it ignores). The outline must be of sane length: pycocotools allocates memory in
-    proportion to it."""
-    if not isinstance(p, list) or len(p) < 2:
-        return False
-    n = len(p) // 2 * 2
-    if n <= _SHORT_OUTLINE:  # most polygons: plain floats beat numpy's per-call overhead
-        try:
-            v = [float(x) for x in p[:n]]
-        except (TypeError, ValueError, OverflowError):
-            return False
-        # a NaN or infinity makes the sum non-finite (the sum of <= 64 bounded values cannot overflow)
-        if not math.isfinite(sum(v)) or max(map(abs, v)) > _MAX_POLYGON_PERIMETER:
-            return False
-        steps = (max(abs(v[i] - v[i - 2]), abs(v[i + 1] - v[i - 1])) for i in range(0, n, 2))
-        return sum(steps) <= _MAX_POLYGON_PERIMETER
-    try:
-        xy = np.asarray(p[:n], dtype=np.float64).reshape(-1, 2)
-    except (TypeError, ValueError, OverflowError):
-        return False
-    if not np.isfinite(xy).all() or (np.abs(xy) > _MAX_POLYGON_PERIMETER).any():
-        return False
-    steps = np.abs(np.diff(np.concatenate([xy, xy[:1]]), axis=0)).max(axis=1)
-    return bool(steps.sum() <= _MAX_POLYGON_PERIMETER)
-
-
-def _rle(segmentation: list | dict, is_polygon: bool, height: int, width: int) -> dict:
-    """One compressed RLE of the (merged) segmentation, on a ``height`` x ``width`` canvas for polygons."""
-    if is_polygon:
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    h, w = segmentation["size"]
-    counts = segmentation["counts"]
-    if isinstance(counts, list):
-        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    return {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def _is_finite_number(v: Any) -> bool:
@@ -390,7 +217,7 @@ def _parse_part(
         if point is None:
             return point_note
         return PartInstance(ann_id, label, None, None, False, bool(ann.get("iscrowd", False)), point)
-    seg, is_polygon, note = _clean_segmentation(ann.get("segmentation"))
+    seg, is_polygon, note = clean_segmentation(ann.get("segmentation"))
     if note and seg is None:
         return note  # a mask was given but none is usable: the part cannot be evaluated
     if note:
@@ -400,7 +227,7 @@ def _parse_part(
         repaired.append({**record, "reason": reason})
     box, box_note = _parse_box(ann.get("bbox"), height, width)
     if box is None and seg is not None:
-        x, y, w, h = mask_utils.toBbox(_rle(seg, is_polygon, height, width)).tolist()
+        x, y, w, h = mask_utils.toBbox(segmentation_rle(seg, is_polygon, height, width)).tolist()
         if not is_polygon:  # an RLE of another size than the image: its box in the image's frame
             sy, sx = height / seg["size"][0], width / seg["size"][1]
             x, y, w, h = x * sx, y * sy, w * sx, h * sy
@@ -511,7 +338,7 @@ def instance_mask(part: PartInstance, height: int, width: int) -> np.ndarray:
     """Bool [height, width] mask of ``part`` (polygons merged; RLE of another size resized nearest)."""
     if part.segmentation is None:
         raise DataError(f"part {part.ann_id} has no segmentation")
-    rle = _rle(part.segmentation, part.is_polygon, height, width)
+    rle = segmentation_rle(part.segmentation, part.is_polygon, height, width)
     mask = decode_masks(rle).astype(bool)
     if mask.shape != (height, width):
         rows = ((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64)
@@ -541,8 +368,6 @@ def mirror_entry(entry: ImageEntry) -> ImageEntry:
     encoded again; a box XYXY becomes ``(width - x1, y0, width - x0, y1)``; a point (X, Y) becomes
     ``(width - X, Y)``.
     """
-    from pycocotools import mask as mask_utils
-
     w = entry.width
     parts = []
     for p in entry.parts:

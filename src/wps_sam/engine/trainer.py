@@ -31,7 +31,8 @@ from ..data.cached import (
     split_embeddings,
 )
 from ..data.checks import triaged_split
-from ..data.coco import PartDataIndex, find_annotation_file
+from ..data.coco import PartDataIndex
+from ..data.coco_json import find_annotation_file
 from ..data.datasets import PartSegmentationDataset, check_supervision, collate_parts
 from ..data.transforms import SamTransform
 from ..errors import CheckpointError, DataError, TrainingError

@@ -27,13 +27,9 @@ import pycocotools.mask as mask_utils
 import torch
 from PIL import Image
 
-from ..data.coco import (
-    PartDataIndex,
-    as_int,
-    find_annotation_file,
-    rasterisable_outline,
-    read_annotation_json,
-)
+from ..data.coco import PartDataIndex
+from ..data.coco_json import as_int, find_annotation_file, read_annotation_json
+from ..data.coco_segmentation import rasterisable_outline
 from ..data.images import pixel_limit
 from ..data.rle import decode_masks
 from ..data.transforms import SamTransform
