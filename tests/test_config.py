@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from wps_sam.config import Config, config_to_dict, load_config, parse_overrides, save_config
@@ -76,6 +78,19 @@ def test_bad_files(tmp_path):
         load_config(unknown)
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_overrides(["lr=1"])
+
+
+def test_errors_name_where_the_bad_value_came_from(tmp_path):
+    """A value out of range names its file, like a mistyped one; overrides are named beside it."""
+    path = tmp_path / "run.yaml"
+    path.write_text("prompter:\n  dropout: 2\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: prompter.dropout must be in"):
+        load_config(path)
+    path.write_text("train:\n  lr: 1.0e-4\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))} \+ overrides: train.batch_size must be"):
+        load_config(path, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"^defaults \+ overrides: unknown key"):
+        load_config(overrides=["train.nope=1"])
 
 
 def test_values_follow_the_declared_type():

@@ -73,5 +73,5 @@ def test_inference_overrides_change_only_the_inference_settings():
     assert dataclasses.replace(tuned, inference=cfg.inference) == cfg
     with pytest.raises(ConfigError, match=r"only inference settings.*\['train.lr'\]"):
         _with_inference(cfg, ["inference.peak_threshold=0.4", "train.lr=1"], "w")
-    with pytest.raises(ConfigError, match="^w: inference.peak_threshold must be in"):
+    with pytest.raises(ConfigError, match=r"^w \+ overrides: inference.peak_threshold must be in"):
         _with_inference(cfg, ["inference.peak_threshold=2"], "w")

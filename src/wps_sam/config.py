@@ -221,7 +221,10 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
             f"{source}: unknown section(s) {sorted(unknown)}; known: {[f.name for f in fields(Config)]}"
         )
     cfg = Config(**sections)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return cfg
 
 
@@ -390,6 +393,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     if overrides and not isinstance(overrides, dict):
         overrides = parse_overrides(overrides)
     overrides = overrides or {}
+    if overrides:  # a bad value may come from either: name both
+        source += " + overrides"
     name = next(
         (
             str(d["train"]["recipe"])

@@ -83,11 +83,7 @@ def _with_inference(cfg: Config, overrides: list[str], weights: str | Path) -> C
             f"{weights}: only inference settings can change after training (inference.KEY=VALUE), got "
             f"{other}; the other sections describe how the weights were made"
         )
-    try:
-        return config_from_dict(merge(config_to_dict(cfg), parsed), str(weights))
-    except ConfigError as exc:  # unknown keys name the source; a value out of range does not
-        message = str(exc)
-        raise ConfigError(message if message.startswith(str(weights)) else f"{weights}: {message}") from None
+    return config_from_dict(merge(config_to_dict(cfg), parsed), f"{weights} + overrides")
 
 
 class PartPredictor:
