@@ -77,7 +77,13 @@ def _cases(root, run):
         "run already trained": (_train(root, run), ["already holds a trained run", "--resume"]),
         "unwritable out": (_train(root, root / "a_file" / "run"), ["a_file"]),
         "eval of a missing run": (["eval", str(root / "no-run"), "--data", str(root / "data"), "--split", "train"],
-                                  ["run directory not found"]),
+                                  ["run not found", "no-run", "'demo'"]),
+        "eval of the demo prompter without --out": (["eval", "demo", "--data", str(root / "data")],
+                                                    ["demo prompter", "--out"]),
+        "eval into an --out that is a file": (["eval", str(run), "--data", str(root / "data"), "--split", "train",
+                                               "--out", str(root / "a_file")], ["a_file", "not a folder"]),
+        "predict with a file that is not weights": (["predict", str(image), str(image), "--out", str(root / "p")],
+                                                    ["not a readable safetensors", image.name]),
         "eval of a missing split": (["eval", str(run), "--data", str(root / "data"), "--split", "val"],
                                     ["no annotation file", "val"]),
         "predict of a missing input": (["predict", str(run), str(root / "missing.png"), "--out", str(root / "p")],
@@ -89,7 +95,7 @@ def _cases(root, run):
                                        "--device", "gpu0"], ["--device gpu0", "not a device"]),
         "serve with a training setting": (["serve", str(run), "--set", "train.lr=1"],
                                           ["model.safetensors", "only inference settings", "train.lr"]),
-        "serve a missing run": (["serve", str(root / "no-run")], ["run directory not found"]),
+        "serve a missing run": (["serve", str(root / "no-run")], ["run not found"]),
     }  # fmt: skip
 
 
@@ -97,6 +103,8 @@ CASES = [
     "missing data root", "missing split json", "invalid json", "bad checkpoint path", "truncated checkpoint",
     "checkpoint of another architecture", "bad sha256", "bad config value", "unknown config key",
     "missing config file", "run already trained", "unwritable out", "eval of a missing run",
+    "eval of the demo prompter without --out", "eval into an --out that is a file",
+    "predict with a file that is not weights",
     "eval of a missing split", "predict of a missing input", "predict into an unwritable out",
     "check-data of a missing root", "eval on an unknown device", "serve with a training setting",
     "serve a missing run",

@@ -206,8 +206,9 @@ def test_a_run_of_another_sam_is_a_message_in_the_page(page, predictor, tmp_path
 
 
 def test_the_embedded_default_serves_the_bundled_examples():
+    from wps_sam.predictor import shipped_demo_prompter
     from wps_sam.sam.backbones import SHIPPED_TINY_SHA256
-    from wps_sam.serve import bundled_examples, shipped_demo_prompter
+    from wps_sam.serve import bundled_examples
 
     predictor = PartPredictor.from_weights(shipped_demo_prompter(), "cpu")
     assert predictor.cfg.sam.type == "tiny" and predictor.cfg.sam.sha256 == SHIPPED_TINY_SHA256

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,33 @@ from .modeling.wps_sam import WPSSAM
 from .postprocess import compose_semantic_map
 from .sam.backbones import build_sam
 from .sam.decoder import masks_to_frame
+
+DEMO_RUN = "demo"  # what names the shipped demo prompter where a run is expected
+DEMO_PROMPTER = "demo_prompter.safetensors"
+
+
+def shipped_demo_prompter() -> Path:
+    """The prompter trained by ``wps-sam demo`` that ships in the package (weights/PRETRAIN_LOG.md)."""
+    return Path(str(resources.files("wps_sam") / "weights" / DEMO_PROMPTER))
+
+
+def prompter_weights(run: str | Path) -> Path:
+    """The prompter weights file ``run`` names: a run folder's ``model.safetensors``, a weights file
+    itself, or, for ``"demo"`` (when no such path exists), the demo prompter shipped in the package."""
+    path = Path(run)
+    if path.is_dir():
+        return path / WEIGHTS_FILE
+    if path.is_file():
+        return path
+    if str(run) == DEMO_RUN:
+        weights = shipped_demo_prompter()
+        if not weights.is_file():
+            raise CheckpointError(f"the shipped demo prompter is missing from the install: {weights}")
+        return weights
+    raise CheckpointError(
+        f"run not found: {run} (expected a run folder, a prompter weights file such as "
+        f"RUN/{WEIGHTS_FILE}, or '{DEMO_RUN}' for the demo prompter shipped in the package)"
+    )
 
 
 @dataclass
@@ -114,15 +142,13 @@ class PartPredictor:
         flip_test: bool | None = None,
         inference: list[str] | None = None,
     ) -> PartPredictor:
-        """Rebuild the model of run directory ``run``; ``sam_checkpoint`` overrides the recorded SAM
-        path; ``prompt`` (``"box"`` or ``"point"``) the head a mixed-supervision run decodes with;
+        """Rebuild the model of ``run`` (a run folder, a weights file or ``"demo"``: see
+        :func:`prompter_weights`); ``sam_checkpoint`` overrides the recorded SAM path; ``prompt`` (``"box"`` or ``"point"``) the head a mixed-supervision run decodes with;
         ``flip_test`` turns test-time mirroring on or off (``None``: as the run's config says);
         ``inference`` overrides the run's inference settings (``["inference.peak_threshold=0.35"]``)."""
 
-        run = Path(run)
-        if not run.is_dir():
-            raise CheckpointError(f"run directory not found: {run}")
-        return cls.from_weights(run / WEIGHTS_FILE, device, sam_checkpoint, prompt, flip_test, inference)
+        weights = prompter_weights(run)
+        return cls.from_weights(weights, device, sam_checkpoint, prompt, flip_test, inference)
 
     @classmethod
     def from_weights(

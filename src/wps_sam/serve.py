@@ -30,7 +30,7 @@ from .atomic import atomic_write_json
 from .data.images import read_image
 from .errors import WpsSamError
 from .export import prediction_record, save_label_map
-from .predictor import PartPredictor, PartSegmentation
+from .predictor import DEMO_RUN, PartPredictor, PartSegmentation
 from .viz import overlay
 
 logger = logging.getLogger(__name__)
@@ -38,12 +38,6 @@ logger = logging.getLogger(__name__)
 TABLE_HEADERS = ["class", "score", "area (%)"]
 CACHED_IMAGES = 8  # SAM embeddings kept, most recent first
 MAX_UPLOAD = "50mb"
-DEMO_PROMPTER = "demo_prompter.safetensors"
-
-
-def shipped_demo_prompter() -> Path:
-    """The prompter trained by ``wps-sam demo`` that ships in the package (weights/PRETRAIN_LOG.md)."""
-    return Path(str(resources.files("wps_sam") / "weights" / DEMO_PROMPTER))
 
 
 def bundled_examples() -> list[Path]:
@@ -71,7 +65,8 @@ class PartSegmenter:
         self.out_dir = out_dir or Path(tempfile.mkdtemp(prefix="wps-sam-serve-"))
 
     def load_run(self, run: str) -> str:
-        """Swap in the model of run folder ``run``; a run that cannot be used leaves the current one."""
+        """Swap in the model of ``run`` (a run folder, a weights file or "demo": see
+        :func:`~wps_sam.predictor.prompter_weights`); a run that cannot be used leaves the current one."""
         predictor = PartPredictor.from_run(run.strip(), str(self.predictor.device))
         self.predictor, self.embeddings = predictor, OrderedDict()
         return f"loaded {run.strip()}: {len(predictor.class_names)} part classes"
@@ -171,7 +166,7 @@ def build_app(segmenter: PartSegmenter, examples: list[Path] | None = None) -> A
                 )
                 classes = gr.CheckboxGroup(names, value=names, label="classes to show", elem_id="classes")
                 with gr.Accordion("another run", open=False):
-                    run = gr.Textbox(label="run folder", elem_id="run")
+                    run = gr.Textbox(label='run folder, weights file or "demo"', elem_id="run")
                     load_button = gr.Button("load run", elem_id="load")
             with gr.Column():
                 status = gr.Markdown(elem_id="status")
@@ -208,13 +203,7 @@ def serve(
         import gradio  # noqa: F401
     except ImportError:
         raise WpsSamError('serve needs the app extra: pip install -e ".[app]"') from None
-    if run is None:
-        weights = shipped_demo_prompter()
-        if not weights.is_file():
-            raise WpsSamError(f"the shipped demo prompter is missing from the install: {weights}")
-        predictor = PartPredictor.from_weights(weights, device, **options)
-    else:
-        predictor = PartPredictor.from_run(run, device, **options)
+    predictor = PartPredictor.from_run(DEMO_RUN if run is None else run, device, **options)
     app = build_app(PartSegmenter(predictor), bundled_examples())
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, max_file_size=MAX_UPLOAD)
     return app

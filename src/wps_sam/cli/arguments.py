@@ -10,6 +10,10 @@ from typing import Any, NoReturn
 from ..config import SAM_TYPES
 
 RECHECK_HELP = "decode every image again (images unchanged since the last triage are otherwise not re-read)"
+RUN_HELP = (
+    "a run folder of `wps-sam train`, a prompter weights file (RUN/model.safetensors) or 'demo' "
+    "(the demo prompter shipped in the package, on the shipped tiny SAM)"
+)
 PROMPT_HELP = "a run trained with --supervision mixed: decode with its box head (default) or its point head"
 INFERENCE_SET_HELP = (
     "inference overrides, e.g. inference.peak_threshold=0.35 (may be repeated; only the inference "

@@ -9,6 +9,7 @@ from ..data.pascal_part_groupings import GROUPINGS as PASCAL_PART_GROUPINGS
 from ..recipes import DEFAULT_RECIPE, RECIPES
 from .arguments import (
     RECHECK_HELP,
+    RUN_HELP,
     OneLineErrorParser,
     add_common,
     add_decoding_options,
@@ -75,9 +76,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run on a split (standard and paper protocols)")
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
+    p.add_argument(
+        "--out",
+        help="folder for eval-SPLIT.json and its charts (default: the run folder, or the weights file's "
+        "folder; needed for 'demo')",
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--strict", action="store_true", help="refuse a split with skipped images or annotations")
     p.add_argument("--recheck", action="store_true", help=RECHECK_HELP)
@@ -95,7 +101,7 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a run as ONNX: image embedding -> part classes, scores, masks")
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--onnx", required=True, help="file for the prompter + SAM mask decoder graph")
     p.add_argument("--encoder-onnx", help="also export SAM's image encoder to this file")
     p.add_argument("--sam-checkpoint", help="SAM checkpoint path, if it moved since training")
@@ -105,7 +111,7 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="the browser app (Gradio) and its predict endpoint")
-    p.add_argument("run", nargs="?", help="run folder (default: the demo prompter shipped in the package)")
+    p.add_argument("run", nargs="?", help=f"{RUN_HELP} (default: demo)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     add_decoding_options(p)
@@ -123,7 +129,7 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment parts in new images")
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True)
     p.add_argument("--strict", action="store_true", help="refuse to run if any input is unreadable")

@@ -74,6 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from ..plots import confusion_chart, per_class_iou_chart
     from ..predictor import PartPredictor
 
+    out_dir = _eval_folder(args.run, args.out)
     predictor = PartPredictor.from_run(args.run, **decoding_options(args))
     index = triaged_split(
         args.data,
@@ -104,7 +105,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             "inference": dataclasses.asdict(predictor.cfg.inference),
         }
     )
-    out = Path(args.run) / f"eval-{args.split}.json"
+    out = out_dir / f"eval-{args.split}.json"
     atomic_write_json(out, result)
     name = f"{Path(args.run).name} on {args.split}"
     charts = [
@@ -124,6 +125,27 @@ def cmd_eval(args: argparse.Namespace) -> None:
         )
     )
     print(f"wrote {out}, {charts[0].name}, {charts[1].name}")
+
+
+def _eval_folder(run: str, out: str | None) -> Path:
+    """Where `eval` writes: ``--out``, else the run folder, else the weights file's folder; the shipped
+    demo prompter lives inside the install, so it needs ``--out``."""
+    from ..predictor import DEMO_RUN
+
+    if out is not None:
+        folder = Path(out)
+        if folder.exists() and not folder.is_dir():
+            raise WpsSamError(f"--out {folder} is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    path = Path(run)
+    if path.is_dir():
+        return path
+    if path.is_file():
+        return path.parent
+    if run == DEMO_RUN:
+        raise WpsSamError("eval of the shipped demo prompter needs --out DIR (where eval-SPLIT.json goes)")
+    return path  # not a run: PartPredictor.from_run says what is wrong
 
 
 def _cached_split(
