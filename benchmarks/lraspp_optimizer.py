@@ -21,8 +21,8 @@ import torch
 
 from wps_sam.data.coco import load_split
 from wps_sam.demo import baselines
-from wps_sam.demo.runner import fit_lraspp
 from wps_sam.demo.settings import DemoSettings
+from wps_sam.demo.stages import fit_lraspp
 
 
 def per_tensor_adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:

@@ -22,8 +22,9 @@ from wps_sam.demo.baselines import (
 )
 from wps_sam.demo.data import MIRRORED_VAL, prepare_toyparts
 from wps_sam.demo.report import targets
-from wps_sam.demo.runner import METHODS, _held_out, _Split
+from wps_sam.demo.runner import METHODS
 from wps_sam.demo.settings import wps_sam_config
+from wps_sam.demo.stages import HeldOutSplit, held_out_embeddings
 from wps_sam.engine.device import cpu_has_native_bf16
 from wps_sam.recipes import DEFAULT_RECIPE
 from wps_sam.sam.backbones import build_sam
@@ -312,4 +313,4 @@ def test_the_demo_evaluates_on_its_cached_held_out_embeddings_only_where_they_ar
         write_part_dataset(tmp_path / name, "val", 2, size_range=sizes, seed=4)
         index = load_split(tmp_path / name, "val")
         assert any(e.height != e.width for e in index.images) == (name == "oblong")
-        assert _held_out(_Split(index, [], []), cached) == expected
+        assert held_out_embeddings(HeldOutSplit(index, [], []), cached) == expected

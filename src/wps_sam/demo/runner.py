@@ -20,29 +20,33 @@ settings; only the timings vary from run to run.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import platform
-import shutil
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..atomic import atomic_write_json
-from ..config import Config, config_to_dict
+from ..config import Config
 from ..data.coco import PartDataIndex, load_split
-from ..data.images import read_image
 from ..errors import DataError
 from . import baselines, report
 from .data import MIRRORED_TRAIN, MIRRORED_VAL, encode_splits, prepare_toyparts
 from .settings import QUICK_SETTINGS, DemoSettings, wps_sam_config
+from .stages import (
+    HeldOutSplit,
+    StageScores,
+    StageTimings,
+    fully_supervised_stages,
+    score_stage,
+    wps_sam_stage,
+)
 
 if TYPE_CHECKING:
     from ..predictor import PartPredictor
@@ -59,20 +63,6 @@ METHODS = (
 )
 
 
-# --- helpers ----------------------------------------------------------------------------------
-
-
-class _Timings(dict):
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        logger.info("demo: %s", name)
-        started = time.time()
-        try:
-            yield
-        finally:
-            self[name] = round(time.time() - started, 2)
-
-
 def _environment() -> dict[str, Any]:
     import torchvision
 
@@ -84,87 +74,6 @@ def _environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
     }
-
-
-# --- the demo ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Split:
-    """The held-out split as every method is scored on it."""
-
-    index: PartDataIndex
-    gt_maps: list[torch.Tensor]  # ground-truth semantic maps, original frame
-    grid_ids: list[int]  # the images shown in the overlay grid
-
-
-@dataclass
-class _Scores:
-    """What the stages produce, by method name."""
-
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    grid_maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def _wps_sam_stage(
-    cfg: Config,
-    run: Path,
-    val: _Split,
-    embeddings: dict[str, torch.Tensor],
-    sam_checkpoint: str | None,
-    timings: _Timings,
-    scores: _Scores,
-    progress: bool,
-) -> None:
-    """Train WPS-SAM as ``wps-sam train`` does, then evaluate the saved run as ``wps-sam eval`` does,
-    on the held-out embeddings of the demo's cache where they are the evaluator's (:func:`_held_out`)."""
-    from ..engine.run_dir import trained_steps
-    from ..engine.trainer import train
-    from ..evaluation.evaluator import evaluate
-    from ..predictor import PartPredictor
-
-    name = run.name
-    if run.exists():
-        shutil.rmtree(run)  # the demo's own run of an earlier invocation: train afresh
-    with timings.stage(f"{name}/train"):
-        train(cfg, run, progress=progress)
-    with timings.stage(f"{name}/eval"):
-        predictor = PartPredictor.from_run(run, cfg.train.device, sam_checkpoint)
-        held_out, mirrored = _held_out(val, embeddings)
-        scores.methods[name] = evaluate(
-            predictor.model,
-            val.index,
-            predictor.cfg,
-            predictor.device,
-            progress=progress,
-            embeddings=held_out,
-            mirrored_embeddings=mirrored,
-        )
-    scores.grid_maps[name] = [
-        torch.from_numpy(predictor.predict(read_image(val.index.images[i].path)).label_map)
-        for i in val.grid_ids
-    ]
-    scores.configs[name] = config_to_dict(predictor.cfg)
-    steps = trained_steps(run)
-    scores.budgets[name] = {
-        "steps": steps,
-        "batch_size": cfg.train.batch_size,
-        "image_passes": steps * cfg.train.batch_size,
-        "seconds": timings[f"{name}/train"],
-    }
-
-
-def _held_out(
-    val: _Split, embeddings: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The cached embeddings of the held-out images and of their mirror images, as the evaluator reads
-    them, or (None, None): the evaluator encodes. The cache mirrors an image before it is fitted into
-    SAM's square frame, the evaluator the frame; the two agree when the image fills the frame."""
-    if any(entry.height != entry.width for entry in val.index.images):
-        return None, None
-    return embeddings["val"], embeddings.get(MIRRORED_VAL)
 
 
 def finished_run(
@@ -179,103 +88,6 @@ def finished_run(
     return predictor, load_split(demo / "toyparts", split, class_names=predictor.class_names)
 
 
-def _score_stage(
-    name: str, predict: baselines.MapFn, val: _Split, timings: _Timings, scores: _Scores, progress: bool
-) -> None:
-    with timings.stage(name if name not in scores.budgets else f"{name}/eval"):
-        scores.methods[name] = baselines.score(
-            predict, val.gt_maps, val.index.class_names, f"eval {name}", progress
-        )
-        scores.grid_maps[name] = [predict(i) for i in val.grid_ids]
-
-
-def _fully_supervised_stages(
-    train_index: PartDataIndex,
-    val: _Split,
-    embeddings: dict[str, torch.Tensor],
-    settings: DemoSettings,
-    seed: int,
-    timings: _Timings,
-    scores: _Scores,
-    progress: bool,
-    flip_test: bool = False,
-) -> None:
-    """LR-ASPP from scratch on the images, and a head on the frozen SAM embedding, both from full
-    masks; ``flip_test``: both predict from each image and its mirror, as WPS-SAM then does."""
-    with timings.stage("load images"):
-        train_maps = [baselines.gt_semantic_map(e) for e in train_index.images]
-        train_data = baselines.load_semantic_split(train_index, train_maps, settings.image_size, progress)
-        val_data = baselines.load_semantic_split(val.index, val.gt_maps, settings.image_size, progress)
-        small = settings.fs_image_size
-        fs_train = (
-            baselines.load_semantic_split(train_index, train_maps, small, progress) if small else train_data
-        )
-        fs_val = baselines.load_semantic_split(val.index, val.gt_maps, small, progress) if small else val_data
-    num_labels = train_index.num_classes + 1
-    # Both baselines weigh their cross-entropy towards the small parts (without, they paint background).
-    weights = baselines.balanced_class_weights(train_data.labels, num_labels)
-    n = len(train_index.images)
-    head_steps = settings.head_steps * settings.steps_scale
-
-    name = "fully-supervised"
-    with timings.stage(f"{name}/train"):
-        net, scores.budgets[name] = fit_lraspp(fs_train, num_labels, weights, settings, seed, progress)
-    _score_stage(name, baselines.lraspp_predictor(net, fs_val, flip_test), val, timings, scores, progress)
-
-    name = "fully-supervised-sam-head"
-    with timings.stage(f"{name}/train"):
-        torch.manual_seed(seed)
-        head = baselines.EmbeddingHead(num_labels)
-        head.set_input_stats(embeddings["train"])
-        scores.budgets[name] = baselines.fit_segmenter(
-            head,
-            baselines.head_batch(head, embeddings["train"], train_data, embeddings.get(MIRRORED_TRAIN)),
-            n,
-            head_steps,
-            settings.head_batch_size,
-            settings.head_lr,
-            warmup_steps=head_steps // 20,
-            seed=seed,
-            desc=name,
-            progress=progress,
-            class_weights=weights,
-            bf16=bool(settings.cpu_bf16),
-        )
-    mirrored = embeddings[MIRRORED_VAL] if flip_test else None
-    predict = baselines.head_predictor(head, embeddings["val"], val_data, mirrored)
-    _score_stage(name, predict, val, timings, scores, progress)
-
-
-def fit_lraspp(
-    train: baselines.SemanticSplit,
-    num_labels: int,
-    class_weights: torch.Tensor,
-    settings: DemoSettings,
-    seed: int,
-    progress: bool = True,
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The demo's ``fully-supervised`` baseline: LR-ASPP from scratch on ``train`` with the ``fs_*``
-    settings (``steps_scale`` times ``fs_steps``). Returns the network and
-    :func:`~.baselines.fit_segmenter`'s budget."""
-    steps = settings.fs_steps * settings.steps_scale
-    torch.manual_seed(seed)
-    net = baselines.lraspp(num_labels)
-    budget = baselines.fit_segmenter(
-        net,
-        baselines.lraspp_batch(net, train),
-        len(train.labels),
-        steps,
-        settings.fs_batch_size,
-        settings.fs_lr,
-        warmup_steps=steps // 20,
-        seed=seed,
-        desc="fully-supervised",
-        progress=progress,
-        class_weights=class_weights,
-    )
-    return net, budget
-
-
 @dataclass
 class _Data:
     """The demo's data set: where it is, how it was made, and its two splits."""
@@ -284,7 +96,7 @@ class _Data:
     manifest: dict[str, Any]
     reused: bool
     train_index: PartDataIndex
-    val: _Split
+    val: HeldOutSplit
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -306,11 +118,11 @@ def _prepare_data(root: Path, settings: DemoSettings, progress: bool) -> _Data:
     if not train_index.images or not val_index.images:
         raise DataError(f"{root}: the demo needs training and held-out images")
     gt_maps = [baselines.gt_semantic_map(e) for e in val_index.images]
-    val = _Split(val_index, gt_maps, list(range(min(settings.grid_images, len(val_index.images)))))
+    val = HeldOutSplit(val_index, gt_maps, list(range(min(settings.grid_images, len(val_index.images)))))
     return _Data(root, manifest, reused, train_index, val)
 
 
-def _record_encoder_pass(scores: _Scores, encoding: dict[str, dict[str, float]]) -> None:
+def _record_encoder_pass(scores: StageScores, encoding: dict[str, dict[str, float]]) -> None:
     """WPS-SAM's training compute is the prompter's steps plus one pass of the frozen encoder over the
     training images and their mirror images (the embeddings stage; 0 s when an earlier run left them
     in the cache)."""
@@ -328,7 +140,7 @@ def _record_encoder_pass(scores: _Scores, encoding: dict[str, dict[str, float]])
 
 
 def _results(
-    data: _Data, scores: _Scores, settings: DemoSettings, recipe: str, progress: bool
+    data: _Data, scores: StageScores, settings: DemoSettings, recipe: str, progress: bool
 ) -> dict[str, Any]:
     """Scores, the floor and the targets, budgets, data, settings and environment of ``results.json``."""
     from ..engine.device import resolve_device
@@ -409,7 +221,7 @@ def run_demo(
     settings = _resolved_settings(settings, quick, steps_scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings = _Timings()
+    timings = StageTimings()
     started = time.time()
 
     with timings.stage("data"):
@@ -426,16 +238,16 @@ def run_demo(
             data, configs, out / "embeddings", sam_checkpoint, progress
         )
 
-    scores = _Scores()
+    scores = StageScores()
     for supervision, cfg in configs.items():
         run = out / "runs" / f"wps-sam-{supervision}"
-        _wps_sam_stage(cfg, run, val, embeddings, sam_checkpoint, timings, scores, progress)
+        wps_sam_stage(cfg, run, val, embeddings, sam_checkpoint, timings, scores, progress)
     oracle = baselines.SamBoxOracle(sam, val.index, embeddings["val"])
-    _score_stage("sam-gt-box-oracle", oracle, val, timings, scores, progress)
-    _score_stage(
+    score_stage("sam-gt-box-oracle", oracle, val, timings, scores, progress)
+    score_stage(
         "box-fill", lambda i: baselines.box_fill_map(val.index.images[i]), val, timings, scores, progress
     )
-    _fully_supervised_stages(
+    fully_supervised_stages(
         train_index, val, embeddings, settings, seed, timings, scores, progress, flip_test
     )
     _record_encoder_pass(scores, encoding)
