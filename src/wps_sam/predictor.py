@@ -143,7 +143,8 @@ class PartPredictor:
         inference: list[str] | None = None,
     ) -> PartPredictor:
         """Rebuild the model of ``run`` (a run folder, a weights file or ``"demo"``: see
-        :func:`prompter_weights`); ``sam_checkpoint`` overrides the recorded SAM path; ``prompt`` (``"box"`` or ``"point"``) the head a mixed-supervision run decodes with;
+        :func:`prompter_weights`); ``sam_checkpoint`` overrides the recorded SAM path; ``prompt``
+        (``"box"`` or ``"point"``) the head a mixed-supervision run decodes with;
         ``flip_test`` turns test-time mirroring on or off (``None``: as the run's config says);
         ``inference`` overrides the run's inference settings (``["inference.peak_threshold=0.35"]``)."""
 
