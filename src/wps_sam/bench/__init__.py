@@ -19,7 +19,7 @@ On the current device, in one run and with the same random weights:
 
 Weights are random (``"weights": "random"``): speed does not depend on them; the relative-position
 tables, zero at SAM's initialisation, are drawn with std ``REL_POS_STD`` so that the bias counts in
-the error. The result goes to ``out_dir/<device>-<YYYY-MM-DD>.json``.
+the error. The result goes to ``out_dir/<device>-<sam-type>-<YYYY-MM-DD>.json``.
 """
 
 from .report import format_ratios, format_table

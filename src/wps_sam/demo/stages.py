@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 class StageTimings(dict):
+    """Seconds per stage, by name; :meth:`stage` times a ``with`` block."""
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         logger.info("demo: %s", name)
