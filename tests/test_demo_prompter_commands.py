@@ -22,10 +22,11 @@ def held_out(tmp_path_factory):
     return root
 
 
-def test_demo_names_the_shipped_prompter(tmp_path):
+def test_demo_names_the_shipped_prompter(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert prompter_weights("demo") == shipped_demo_prompter()
     (tmp_path / "demo").mkdir()  # a run folder of that name wins
-    assert prompter_weights(tmp_path / "demo") == tmp_path / "demo" / "model.safetensors"
+    assert prompter_weights("demo").resolve() == tmp_path / "demo" / "model.safetensors"
 
 
 def test_eval_and_predict_run_the_shipped_prompter(held_out, tmp_path, capsys):
