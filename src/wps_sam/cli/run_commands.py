@@ -128,24 +128,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _eval_folder(run: str, out: str | None) -> Path:
-    """Where `eval` writes: ``--out``, else the run folder, else the weights file's folder; the shipped
-    demo prompter lives inside the install, so it needs ``--out``."""
-    from ..predictor import DEMO_RUN
+    """Where `eval` writes: ``--out``, else the folder of the run's weights (the run folder, or a
+    weights file's folder); the shipped demo prompter lives inside the install, so it needs ``--out``."""
+    from ..predictor import prompter_weights, shipped_demo_prompter
 
-    if out is not None:
-        folder = Path(out)
-        if folder.exists() and not folder.is_dir():
-            raise WpsSamError(f"--out {folder} is a file, not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    path = Path(run)
-    if path.is_dir():
-        return path
-    if path.is_file():
-        return path.parent
-    if run == DEMO_RUN:
-        raise WpsSamError("eval of the shipped demo prompter needs --out DIR (where eval-SPLIT.json goes)")
-    return path  # not a run: PartPredictor.from_run says what is wrong
+    weights = prompter_weights(run)  # a run that does not exist fails here, before --out is made
+    if out is None:
+        if weights == shipped_demo_prompter():
+            raise WpsSamError(
+                "eval of the shipped demo prompter needs --out DIR (where eval-SPLIT.json goes)"
+            )
+        return weights.parent
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise WpsSamError(f"--out {folder} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _cached_split(
