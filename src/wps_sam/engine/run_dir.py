@@ -5,6 +5,9 @@ RUN/
   model.safetensors    prompter weights; class names, config and SAM sha256 in the metadata
   metrics.jsonl        one JSON object per logged step / validation
   resume.pt            what ``--resume`` needs (prompter, optimizer, scheduler, RNG, data position)
+  best/model.safetensors
+                       with validation: the weights of the epoch of the best validation mIoU so far,
+                       that validation in the metadata (a run folder of its own for eval and predict)
 """
 
 from __future__ import annotations
@@ -24,12 +27,19 @@ CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 RESUME_FILE = "resume.pt"
+BEST_DIR = "best"
 
 
 def save_weights(
-    run: Path, prompter: nn.Module, class_names: list[str], cfg: Config, sam_sha256: str
+    run: Path,
+    prompter: nn.Module,
+    class_names: list[str],
+    cfg: Config,
+    sam_sha256: str,
+    validation: dict[str, Any] | None = None,
 ) -> Path:
-    """Prompter weights only, with what a predictor needs to rebuild the run in the metadata."""
+    """Prompter weights only, with what a predictor needs to rebuild the run in the metadata, and the
+    ``validation`` these weights scored, if any (one file, so the two never disagree after a crash)."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in prompter.state_dict().items()}
@@ -39,7 +49,22 @@ def save_weights(
         "config": json.dumps(config_to_dict(cfg)),
         "sam_sha256": sam_sha256,
     }
+    if validation is not None:
+        metadata["validation"] = json.dumps(validation)
     return atomic_write_bytes(run / WEIGHTS_FILE, save(state, metadata=metadata))
+
+
+def best_validation(run: Path) -> dict[str, Any] | None:
+    """The validation record kept with ``RUN/best/model.safetensors`` (step, epoch, split, miou, macc);
+    None when the run has no best weights yet."""
+    from safetensors import safe_open
+
+    path = run / BEST_DIR / WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        validation = (f.metadata() or {}).get("validation")
+    return json.loads(validation) if validation else None
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], list[str], Config, str]:

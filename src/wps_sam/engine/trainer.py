@@ -87,6 +87,7 @@ class _Run:
     # The validation split's cached embeddings (and its mirrored frames' under inference.flip_test);
     # None: validation encodes the images (train.cache off, or no validation).
     val_embeddings: tuple[CachedRows, CachedRows | None] | None = None
+    best_val_miou: float | None = None  # of the weights in RUN/best (restored on resume)
 
     @property
     def main_process(self) -> bool:
@@ -151,7 +152,9 @@ def train(
 def _prepare(cfg: Config, out: Path, resume: bool, progress: bool, recheck: bool = False) -> _Run:
     """Data, model, optimiser and schedule of a run; the resume state loaded, or the run folder begun."""
     rank, world_size, local_rank = init_distributed()
-    if not resume and (out / run_dir.WEIGHTS_FILE).exists():
+    if not resume and any(
+        (folder / run_dir.WEIGHTS_FILE).exists() for folder in (out, out / run_dir.BEST_DIR)
+    ):
         raise DataError(f"{out} already holds a trained run: choose another --out, or pass --resume")
     state = run_dir.load_resume_state(out) if resume else None
     torch.manual_seed(cfg.train.seed)
@@ -250,6 +253,8 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
     run.global_step = int(state["global_step"])
     if run.main_process:
         run_dir.drop_metrics_after(run.out, run.global_step)
+        best = run_dir.best_validation(run.out)
+        run.best_val_miou = best["miou"] if best else None
     logger.info("resuming %s at step %d of %d", run.out, run.global_step, run.total_steps)
 
 
@@ -348,14 +353,28 @@ def _validate(run: _Run, epoch: int, bar: Any) -> None:
         embeddings=embeddings, mirrored_embeddings=mirrored,
     )  # fmt: skip
     run.model.train()
+    best = run.best_val_miou is None or metrics["miou"] > run.best_val_miou
     record = {
         "step": run.global_step,
         "epoch": epoch,
         "val_miou": metrics["miou"],
         "val_macc": metrics["macc"],
+        "val_best": best,
     }
     run.scalars.write(record)
-    bar.write(f"epoch {epoch}: val mIoU {metrics['miou']:.4f}  mACC {metrics['macc']:.4f}")
+    note = ""
+    if best:
+        # Kept apart from the last weights: a long run can do worse on new images than it did earlier.
+        validation = {k: record[k] for k in ("step", "epoch")} | {
+            "split": run.cfg.data.val_split, "miou": metrics["miou"], "macc": metrics["macc"]
+        }  # fmt: skip
+        run_dir.save_weights(
+            run.out / run_dir.BEST_DIR, run.model.prompter, run.class_names, run.cfg, run.sam_sha256,
+            validation,
+        )  # fmt: skip
+        run.best_val_miou = metrics["miou"]
+        note = f"  (best so far: {run.out / run_dir.BEST_DIR})"
+    bar.write(f"epoch {epoch}: val mIoU {metrics['miou']:.4f}  mACC {metrics['macc']:.4f}{note}")
 
 
 def _embedding_source(
